@@ -1,0 +1,127 @@
+"""The Python API for self-contained app scripts (the original Skitai's).
+
+    import skitaid
+    skitaid.mount("/", app)
+    skitaid.mount("/static", "static")          # relative to the script
+    skitaid.run(address="127.0.0.1", port=5000, threads=4)
+
+The calls only record what was asked; `run()` turns it into the same config
+model the config files produce and serves it.
+"""
+import os
+import sys
+from dataclasses import fields, replace
+
+from .config.model import APP, Config, GlobalConfig, HostGroup, Limits, Route, ServerConfig, STATIC
+
+_mounts = []          # (host group names, Route)
+_max_ages = []
+_log_off = []
+_settings = {}
+
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off"}
+_SPELLINGS = {"ip": "address", "workers": "processes"}
+
+
+def _script_dir():
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+
+
+def _normalise_prefix(prefix):
+    if not prefix.startswith("/"):
+        raise ValueError("a mount point starts with '/': %r" % prefix)
+    return prefix.rstrip("/") or "/"
+
+
+def _route(prefix, target, app_name):
+    prefix = _normalise_prefix(prefix)
+    if callable(target):
+        return Route(prefix, APP, target, "skitaid.mount")
+    if not isinstance(target, str):
+        return Route(prefix, APP, getattr(target, app_name), "skitaid.mount")
+    path = target if os.path.isabs(target) else os.path.join(_script_dir(), target)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "__init__.py")):
+        return Route(prefix, STATIC, os.path.abspath(path), "skitaid.mount")
+    where, sep, name = target.rpartition(":")
+    if not sep:
+        where, name = target, app_name
+    if where.endswith(".py") or os.sep in where:
+        where = where if os.path.isabs(where) else os.path.join(_script_dir(), where)
+    return Route(prefix, APP, "%s:%s" % (where, name), "skitaid.mount")
+
+
+class _Runner:
+    """What mount() returns: call it to run, as in `skitaid.mount('/', app)(port=5000)`."""
+
+    def __call__(self, **options):
+        return run(**options)
+
+
+def mount(prefix, target, app_name="app", host="default"):
+    """Mount a WSGI callable, a module/file app spec or a directory at `prefix`."""
+    names = (host,) if isinstance(host, str) else tuple(host)
+    _mounts.append((names, _route(prefix, target, app_name)))
+    return _Runner()
+
+
+def set_max_age(prefix, seconds):
+    """Cache-Control max-age for static files under `prefix`."""
+    _max_ages.append((_normalise_prefix(prefix), int(seconds)))
+
+
+def log_off(*paths):
+    """No request-log lines for paths starting with '/x/' or ending with '*.ext'."""
+    _log_off.extend(paths)
+
+
+def set_503_estimated_timeout(seconds):
+    """Answer 503 + Retry-After when a new request would wait longer than this."""
+    _settings["estimated_timeout"] = float(seconds)
+
+
+def enable_debug(on=True):
+    """Tracebacks in 500 pages (never in production)."""
+    _settings["debug"] = bool(on)
+
+
+def config(**options):
+    """Set server options (the keys of a [server] section) before run()."""
+    _settings.update(options)
+
+
+def build_config(**options):
+    """The Config that run(**options) would serve."""
+    opts = dict(_settings)
+    opts.update(options)
+    server_kw = {}
+    limit_kw = {}
+    for key, value in opts.items():
+        key = _SPELLINGS.get(key, key)
+        if key in _LIMIT_KEYS:
+            limit_kw[key] = value
+        elif key in _SERVER_KEYS:
+            server_kw[key] = value
+        else:
+            raise TypeError("unknown option %r for skitaid.run()" % key)
+    if not _mounts:
+        raise RuntimeError("nothing mounted: call skitaid.mount() before skitaid.run()")
+    groups = {}
+    for names, route in _mounts:
+        groups.setdefault(names, []).append(route)
+    hosts = tuple(HostGroup(names, tuple(routes)) for names, routes in groups.items())
+    server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
+                          source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
+    server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
+    return Config(GlobalConfig(), (server,))
+
+
+def run(**options):
+    """Serve what was mounted, in the foreground, until SIGTERM/SIGINT."""
+    from .worker.server import serve
+    code = serve(build_config(**options))
+    if code:
+        sys.exit(code)
+    return code

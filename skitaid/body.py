@@ -1,0 +1,207 @@
+"""Request bodies: fed by the event loop, read by app threads (`wsgi.input`).
+
+The loop appends what arrives; the reader takes it. When more than
+HIGH_WATER bytes wait unread, the connection stops reading from the socket
+until the app has consumed them, so a 100 MB upload never sits in memory.
+"""
+import threading
+
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+
+
+class ClientDisconnected(IOError):
+    """The client went away while the app was reading the body."""
+
+
+class EmptyBody:
+    """wsgi.input for requests without a body (shared, stateless)."""
+
+    received = 0
+    complete = True
+
+    def read(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def on_complete(self, callback):
+        callback()
+
+    def discard(self):
+        pass
+
+
+EMPTY_BODY = EmptyBody()
+
+
+class RequestBody:
+    """A streamed request body.
+
+    `flow` is the connection side: it gets `body_paused()` when too much
+    waits unread and `body_resume()` (called through the loop) when the
+    reader caught up, and `send_continue()` for Expect: 100-continue.
+    """
+
+    def __init__(self, flow, loop, expect_continue=False):
+        self._flow = flow
+        self._loop = loop
+        self._buf = bytearray()
+        self._pos = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._error = None
+        self._paused = False
+        self._continue_pending = expect_continue
+        self._waiters = None
+        self.received = 0
+        self.complete = False
+        self.discarding = False
+
+    # -- loop side ---------------------------------------------------------
+    def feed(self, data):
+        self.received += len(data)
+        if self.discarding:
+            return
+        with self._cond:
+            self._buf += data
+            self._cond.notify()
+            if len(self._buf) - self._pos > HIGH_WATER and not self._paused:
+                self._paused = True
+                self._flow.body_paused()
+
+    def finish(self):
+        with self._cond:
+            self.complete = True
+            self._cond.notify_all()
+        if self._waiters:
+            for cb in self._waiters:
+                cb()
+            self._waiters = None
+
+    def fail(self, error):
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def discard(self):
+        """The response is done: throw away what is left of the body."""
+        with self._cond:
+            self.discarding = True
+            self._buf = bytearray()
+            self._pos = 0
+            self._continue_pending = False
+            if self._paused:
+                self._paused = False
+                self._flow.body_resume()
+
+    def on_complete(self, callback):
+        """Call `callback` (loop thread) once the whole body has arrived."""
+        if self.complete:
+            callback()
+        else:
+            if self._continue_pending:
+                self._continue_pending = False
+                self._flow.send_continue()
+            self._waiters = (self._waiters or []) + [callback]
+
+    def take_all(self):
+        """Everything received (loop thread, after completion: threads = 0 mode)."""
+        data = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = 0
+        return data
+
+    # -- reader side (app thread) --------------------------------------------
+    def _available(self):
+        return len(self._buf) - self._pos
+
+    def _wait(self):
+        """Block until more data, the end, or an error (lock held)."""
+        if self._continue_pending:
+            self._continue_pending = False
+            self._loop.call_soon_threadsafe(self._flow.send_continue)
+        if self._error is not None:
+            raise self._error
+        if not self.complete:
+            if not self._cond.wait(300):
+                raise ClientDisconnected("timed out waiting for the request body")
+            if self._error is not None:
+                raise self._error
+
+    def _take(self, n):
+        pos = self._pos
+        data = bytes(self._buf[pos:pos + n])
+        self._pos = pos + len(data)
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[:self._pos]      # compact once half of it is consumed
+            self._pos = 0
+        if self._paused and len(self._buf) - self._pos < LOW_WATER:
+            self._paused = False
+            self._loop.call_soon_threadsafe(self._flow.body_resume)
+        return data
+
+    def read(self, size=-1):
+        with self._cond:
+            if size is None or size < 0:
+                while not self.complete:
+                    self._wait()
+                return self._take(self._available())
+            while self._available() < size and not self.complete:
+                self._wait()
+            return self._take(min(size, self._available()))
+
+    def read1(self, size=-1):
+        """Whatever is there (at least one byte unless at the end)."""
+        with self._cond:
+            while not self._available() and not self.complete:
+                self._wait()
+            n = self._available() if size is None or size < 0 else min(size, self._available())
+            return self._take(n)
+
+    def readline(self, size=-1):
+        with self._cond:
+            start = self._pos
+            while True:
+                nl = self._buf.find(b"\n", start)
+                if nl >= 0:
+                    n = nl + 1 - self._pos
+                    break
+                if size is not None and 0 <= size <= self._available():
+                    n = size
+                    break
+                if self.complete:
+                    n = self._available()
+                    break
+                start = len(self._buf)
+                self._wait()
+                start = min(start, len(self._buf))
+                start = max(start, self._pos)
+            if size is not None and size >= 0:
+                n = min(n, size)
+            return self._take(n)
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line

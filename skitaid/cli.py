@@ -1,0 +1,93 @@
+"""The `skitaid` command: `skitaid [-c DIR] COMMAND [-c DIR]`.
+
+`run` serves in the foreground; `check` validates the config. The daemon
+commands arrive with the master process (daemon/).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = [
+    ("run", "serve in the foreground, logging to the console"),
+    ("check", "validate the config files and list the servers"),
+    ("start", "start the daemon"),
+    ("stop", "stop the daemon"),
+    ("restart", "stop and start the daemon"),
+    ("reload", "load the changed config without dropping requests"),
+    ("status", "show whether the daemon runs, and its workers"),
+    ("install", "install the systemd unit"),
+    ("remove", "remove the systemd unit"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -c is accepted before and after the command; SUPPRESS keeps a value given
+    # before the command from being reset by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help="config dir (default: $SKITAID_CONFIG_DIR, /etc/skitaid, "
+                             "or the built-in sample)")
+    parser = argparse.ArgumentParser(
+        prog="skitaid", parents=[common],
+        description="skitaid: a Python application server for UNIX")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS:
+        sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    return parser
+
+
+def _load(args):
+    """Load the config, or print every problem to stderr and return None."""
+    from .config import ConfigError, find_config_dir, load_config
+    config_dir = find_config_dir(getattr(args, "config_dir", None))
+    try:
+        return load_config(config_dir)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def describe_server(server) -> str:
+    """One line: name, address:port, and the routes of every host group."""
+    scheme = "https" if server.ssl else "http"
+    groups = []
+    for group in server.hosts:
+        routes = ", ".join("%s = %s" % (r.prefix, r.target) for r in group.routes)
+        groups.append("[%s] %s" % (" ".join(group.names), routes))
+    return "  %s  %s://%s:%d  %s" % (server.name, scheme, server.address, server.port,
+                                     "; ".join(groups))
+
+
+def cmd_check(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    print("configuration OK: %d server(s)" % len(config.servers))
+    for server in config.servers:
+        print(describe_server(server))
+    return 0
+
+
+def cmd_run(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    from .worker.server import serve    # lazily: `check` needs no event loop
+    return serve(config)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return cmd_check(args)
+    if args.command == "run":
+        return cmd_run(args)
+    print("skitaid %s: not implemented yet: comes with the daemon" % args.command,
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

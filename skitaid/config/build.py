@@ -1,0 +1,384 @@
+"""Sections read from a file (INI or YAML) → the typed model, with every mistake noted.
+
+The readers (ini.py, yamlfile.py) only split their syntax into `RawSection`s;
+all rules live here, so both formats accept the same keys and report the
+same messages.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+from urllib.parse import unquote
+
+from . import values as v
+from .errors import Problem
+from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GlobalConfig, HostGroup,
+                    Limits, Member, Route, ServerConfig)
+
+# Section kinds
+SERVER, ROUTES, ALIAS_SECTION, GLOBAL = "server", "routes", "alias", "global"
+
+
+@dataclass
+class RawSection:
+    name: str                   # as shown in messages: "server", "routes:line", "@db"
+    kind: str                   # SERVER | ROUTES | ALIAS_SECTION | GLOBAL | "" (unknown)
+    # (key, value) in file order; value None for a bare line (the host names of a routes section)
+    entries: List[Tuple[str, Optional[str]]] = field(default_factory=list)
+
+
+class FileContext:
+    """The file being built: where it is, and the problems found in it so far."""
+
+    def __init__(self, file: str, config_dir: str, routes_label: str = "[routes:line]"):
+        self.file = file                    # for messages
+        self.config_dir = config_dir
+        self.routes_label = routes_label    # how the format spells a routes section
+        self.problems: List[Problem] = []
+
+    def problem(self, section, key, found, expected):
+        self.problems.append(Problem(self.file, section, key, found, expected))
+
+    def path(self, p: str, base: Optional[str] = None) -> str:
+        """Relative paths are relative to the config dir (or `base` below it)."""
+        p = os.path.expanduser(p)
+        if not os.path.isabs(p):
+            p = os.path.join(base or self.config_dir, p)
+        return os.path.normpath(p)
+
+
+def _unknown_key(ctx, section, key, value, known):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = " (did you mean %r?)" % close[0] if close else ""
+    ctx.problem(section, key, value, "a known key of [%s]%s" % (section, hint))
+
+
+def _read_keys(ctx, sec, table, out):
+    """Convert sec's `key = value` entries with `table` (key → (field, kind)) into `out`."""
+    for key, value in sec.entries:
+        norm = key.strip().lower().replace("-", "_")
+        if value is None:
+            ctx.problem(sec.name, key, None, "KEY = VALUE")
+            continue
+        if norm not in table:
+            _unknown_key(ctx, sec.name, key, value, list(table))
+            continue
+        name, kind = table[norm]
+        try:
+            out[name] = kind(value)
+        except v.Bad as e:
+            ctx.problem(sec.name, key, value, e.args[0])
+        else:
+            out.setdefault("_where", {})[name] = (sec.name, key, value)
+
+
+# ---------------------------------------------------------------- [server]
+
+_SERVER_KEYS = {
+    "ip": ("address", v.address),
+    "address": ("address", v.address),
+    "port": ("port", v.integer(1, 65535)),
+    "processes": ("processes", v.integer(1)),
+    "workers": ("processes", v.integer(1)),
+    "threads": ("threads", v.integer(0)),
+    "backlog": ("backlog", v.integer(1)),
+    "ssl": ("ssl", v.boolean),
+    "certfile": ("certfile", v.text()),
+    "keyfile": ("keyfile", v.text()),
+    "passphrase": ("passphrase", v.text()),
+    "static_max_age": ("static_max_age", v.integer(0)),
+    "estimated_timeout": ("estimated_timeout", v.seconds()),
+    "graceful_timeout": ("graceful_timeout", v.seconds()),
+    "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
+    "debug": ("debug", v.boolean),
+    "request_log": ("request_log", v.boolean),
+    "log_off": ("log_off", v.words),
+    "user": ("user", v.text()),
+    "group": ("group", v.text()),
+    "worker_timeout": ("worker_timeout", v.seconds()),
+    "critical_point": ("critical_point", v.critical_point),
+    "max_requests": ("max_requests", v.integer(0)),
+    "max_requests_jitter": ("max_requests_jitter", v.integer(0)),
+    "max_rss": ("max_rss", v.size),
+    # limits
+    "keep_alive": ("limits.keep_alive", v.seconds()),
+    "response_timeout": ("limits.response_timeout", v.seconds()),
+    "request_timeout": ("limits.request_timeout", v.seconds()),
+    "max_upload_size": ("limits.max_upload_size", v.size),
+    "max_url_size": ("limits.max_url_size", v.size),
+    "max_header_size": ("limits.max_header_size", v.size),
+    "max_headers": ("limits.max_headers", v.integer(1)),
+    "max_connections": ("limits.max_connections", v.integer(1)),
+}
+
+
+def _server_keys(ctx, sections):
+    found = {}
+    for sec in sections:
+        _read_keys(ctx, sec, _SERVER_KEYS, found)
+    where = found.pop("_where", {})
+    kw = {k: val for k, val in found.items() if not k.startswith("limits.")}
+    limits = {k[7:]: val for k, val in found.items() if k.startswith("limits.")}
+
+    # Certificates: relative names live in <config dir>/cert/, as the old daemon had it.
+    cert_dir = os.path.join(ctx.config_dir, "cert")
+    for name in ("certfile", "keyfile"):
+        if kw.get(name):
+            kw[name] = ctx.path(kw[name], cert_dir)
+    if kw.get("ssl"):
+        if not kw.get("certfile"):
+            ctx.problem("server", "certfile", None, "a certificate file when ssl = yes")
+        for name in ("certfile", "keyfile"):
+            if kw.get(name) and not os.path.isfile(kw[name]):
+                sec, key, value = where[name]
+                ctx.problem(sec, key, value, "an existing file (%s)" % kw[name])
+    return kw, Limits(**limits)
+
+
+# ---------------------------------------------------------------- [@alias]
+
+_ALIAS_KEYS = {
+    "type": ("type", v.Kind("one of " + ", ".join(ALIAS_TYPES),
+                            lambda s: ALIAS_TYPES[ALIAS_TYPES.index(s.lower())])),
+    "members": ("members", v.text()),
+    "ssl": ("ssl", v.boolean),
+    "role": ("role", v.text()),
+    "source": ("allow", v.networks),
+}
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "redis": 6379}
+_HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)(?::(\d+))?")
+
+
+def _member(ctx, alias_type, ssl, spec):
+    """One member spec → Member; raises v.Bad with what was expected."""
+    weight = 1
+    parts = spec.split()
+    if len(parts) == 2:
+        if not parts[1].isdigit() or int(parts[1]) < 1:
+            raise v.Bad("a positive integer weight after the member")
+        spec, weight = parts[0], int(parts[1])
+    elif len(parts) != 1:
+        raise v.Bad("one member as SPEC [WEIGHT] between commas")
+
+    if alias_type == "sqlite3":
+        db = spec if spec == ":memory:" else ctx.path(spec)
+        return Member(spec=spec, weight=weight, database=db)
+
+    if alias_type in ("http", "https"):
+        expected = "host:port [weight]"
+    elif alias_type == "postgresql":
+        expected = "host:port/db/user/password or user:password@host:port/db [weight]"
+    else:
+        expected = "host:port[/db] or password@host:port[/db] [weight]"
+
+    user = password = ""
+    rest = spec
+    if "@" in rest:
+        if alias_type in ("http", "https"):
+            raise v.Bad(expected)
+        userinfo, rest = rest.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        if not password and alias_type == "redis":     # redis: "password@host"
+            user, password = "", user
+    hostport, slash, path = rest.partition("/")
+    m = _HOSTPORT.fullmatch(hostport)
+    if not m:
+        raise v.Bad(expected)
+    host = m.group(1).strip("[]")
+    default_port = 443 if (ssl and alias_type == "http") else _DEFAULT_PORTS[alias_type]
+    port = int(m.group(2)) if m.group(2) else default_port
+    if not 1 <= port <= 65535:
+        raise v.Bad(expected + " with a port 1-65535")
+
+    database = ""
+    if alias_type in ("http", "https"):
+        if slash:
+            raise v.Bad(expected)
+    elif alias_type == "postgresql":
+        bits = path.split("/", 2) if slash else []
+        if not bits or not bits[0]:
+            raise v.Bad(expected)
+        database = bits[0]
+        if len(bits) > 1:
+            user = bits[1]
+        if len(bits) > 2:
+            password = bits[2]
+    elif slash:                                         # redis: db number
+        if not path.isdigit():
+            raise v.Bad(expected)
+        database = path
+    return Member(spec=spec, host=host, port=port, weight=weight, database=database,
+                  user=unquote(user), password=unquote(password))
+
+
+def _alias(ctx, sec) -> Optional[Alias]:
+    name = sec.name[1:]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        ctx.problem(sec.name, "", sec.name, "an alias name of letters, digits, '_', '-', '.'")
+        return None
+    found = {}
+    _read_keys(ctx, sec, _ALIAS_KEYS, found)
+    found.pop("_where", None)
+    kind = found.get("type", "http")
+    ssl = found.get("ssl", False) or kind == "https"
+    raw = found.get("members", "")
+    members = []
+    for spec in (s.strip() for s in re.split(r"[,\n]", raw)):
+        if not spec:
+            continue
+        try:
+            members.append(_member(ctx, kind, ssl, spec))
+        except v.Bad as e:
+            ctx.problem(sec.name, "members", spec, e.args[0])
+    if not raw.strip():
+        ctx.problem(sec.name, "members", raw if "members" in found else None,
+                    "one or more members separated by commas")
+    return Alias(name=name, type=kind, members=tuple(members), ssl=ssl,
+                 role=found.get("role", ""), allow=found.get("allow", ()),
+                 source="%s [%s]" % (ctx.file, sec.name))
+
+
+# ---------------------------------------------------------------- [routes:line]
+
+_HOST_NAME = re.compile(r"\*|default|\.?[a-z0-9_*]([a-z0-9_-]*)(\.[a-z0-9_-]+)*\.?(:\d+)?")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_APP_ATTR = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(\(\))?")
+
+
+def _route(ctx, sec, prefix, target, alias_refs) -> Optional[Route]:
+    where = "%s [%s] %s" % (ctx.file, sec.name, prefix)
+    if not prefix.startswith("/") or re.search(r"\s", prefix):
+        ctx.problem(sec.name, prefix, prefix, "a path prefix starting with '/'")
+        return None
+    norm = prefix.rstrip("/") or "/"
+    if not target:
+        ctx.problem(sec.name, prefix, target, "a directory, an app (file.py:app or "
+                    "module:app) or an @alias")
+        return None
+    if target.startswith("@"):
+        alias_refs.append((sec.name, prefix, target))
+        return Route(norm, ALIAS, target, where)
+    module, colon, attr = target.rpartition(":")
+    if colon and (module.endswith(".py") or _DOTTED.fullmatch(module)):
+        if not _APP_ATTR.fullmatch(attr):
+            ctx.problem(sec.name, prefix, target, "an app as file.py:NAME or module:NAME")
+            return None
+        if module.endswith(".py"):
+            path = ctx.path(module)
+            if not os.path.isfile(path):
+                ctx.problem(sec.name, prefix, target, "an existing Python file (%s)" % path)
+                return None
+            target = "%s:%s" % (path, attr)
+        return Route(norm, APP, target, where)
+    path = ctx.path(target)
+    if not os.path.isdir(path):
+        ctx.problem(sec.name, prefix, target, "an existing directory (%s)" % path)
+        return None
+    return Route(norm, STATIC, path, where)
+
+
+def _host_group(ctx, sec, alias_refs, seen_names) -> Optional[HostGroup]:
+    names = None
+    routes = []
+    for key, value in sec.entries:
+        if value is None:
+            line = key.strip()
+            if names is None and not line.startswith("/"):
+                names = tuple(n.lower() for n in v.split_words(line))
+                for n in names:
+                    if not _HOST_NAME.fullmatch(n):
+                        ctx.problem(sec.name, "", line,
+                                    "host names: default, * or names like example.com, .example.com")
+                    elif n in seen_names:
+                        ctx.problem(sec.name, "", line,
+                                    "host name %r in only one routes section" % n)
+                    seen_names.add(n)
+            else:
+                ctx.problem(sec.name, line, line, "a route as PREFIX = TARGET")
+            continue
+        route = _route(ctx, sec, key.strip(), value.strip(), alias_refs)
+        if route is not None:
+            routes.append(route)
+    if names is None:
+        names = ("default",)
+        if "default" in seen_names:
+            ctx.problem(sec.name, "", None, "host names on the first line: 'default' is "
+                        "already used by an earlier routes section")
+        seen_names.add("default")
+    if not any(value is not None for _, value in sec.entries):
+        ctx.problem(sec.name, "", None, "at least one route as PREFIX = TARGET")
+    return HostGroup(names=names, routes=tuple(routes))
+
+
+# ---------------------------------------------------------------- the file
+
+def build_server(ctx: FileContext, sections: List[RawSection], name: str,
+                 source: str) -> ServerConfig:
+    """Build one server; problems go to ctx.problems (the result is then incomplete)."""
+    servers = [s for s in sections if s.kind == SERVER]
+    if not servers:
+        ctx.problem("server", "", None, "a [server] section")
+    for sec in sections:
+        if not sec.kind or sec.kind == GLOBAL:
+            ctx.problem(sec.name, "", None,
+                        "a section [server], %s or [@alias]" % ctx.routes_label)
+    kw, limits = _server_keys(ctx, servers)
+
+    aliases = {}
+    for sec in sections:
+        if sec.kind == ALIAS_SECTION:
+            alias = _alias(ctx, sec)
+            if alias is not None:
+                aliases[alias.name] = alias
+
+    groups = []
+    alias_refs = []
+    seen_names = set()
+    for sec in sections:
+        if sec.kind == ROUTES:
+            groups.append(_host_group(ctx, sec, alias_refs, seen_names))
+    if not any(s.kind == ROUTES for s in sections):
+        ctx.problem(ctx.routes_label.strip("[]"), "", None,
+                    "a %s section with at least one route" % ctx.routes_label)
+    # Aliases may be defined below the routes that use them, so check references last.
+    for sec_name, prefix, target in alias_refs:
+        alias = aliases.get(target[1:].split("/", 1)[0])
+        if alias is None:
+            known = ", ".join("@" + a for a in aliases) or "none defined"
+            ctx.problem(sec_name, prefix, target,
+                        "an alias defined as [%s] in this file (%s)"
+                        % (target.split("/", 1)[0], known))
+        elif alias.type not in ("http", "https"):
+            ctx.problem(sec_name, prefix, target,
+                        "an http or https alias to proxy to (@%s is %s)" % (alias.name, alias.type))
+
+    return ServerConfig(name=name, source=source, limits=limits, hosts=tuple(groups),
+                        aliases=tuple(aliases.values()), **kw)
+
+
+_GLOBAL_KEYS = {
+    "user": ("user", v.text()),
+    "group": ("group", v.text()),
+    "log_path": ("log_path", v.text()),
+    "var_path": ("var_path", v.text()),
+    "run_path": ("run_path", v.text()),
+    "pidfile": ("pidfile", v.text()),
+}
+
+
+def build_global(ctx: FileContext, sections: List[RawSection]) -> GlobalConfig:
+    found = {}
+    for sec in sections:
+        if sec.kind == GLOBAL:
+            _read_keys(ctx, sec, _GLOBAL_KEYS, found)
+        else:
+            ctx.problem(sec.name, "", None, "a [global] section")
+    found.pop("_where", None)
+    for key in ("log_path", "var_path", "run_path", "pidfile"):
+        if found.get(key):
+            found[key] = ctx.path(found[key])
+    return GlobalConfig(config_dir=ctx.config_dir, **found)

@@ -1,0 +1,100 @@
+"""Find the config dir and load everything in it into one Config."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import List, Optional
+
+from . import ini, yamlfile
+from .errors import ConfigError, Problem
+from .model import Config
+
+ENV_VAR = "SKITAID_CONFIG_DIR"
+SYSTEM_DIR = "/etc/skitaid"
+# The sample config shipped inside the package: runs out of the box.
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "default_config")
+
+_READERS = {".conf": ini.parse_server, ".yaml": yamlfile.parse_server,
+            ".yml": yamlfile.parse_server}
+
+
+def find_config_dir(cli_dir: Optional[str] = None) -> str:
+    """-c DIR, else $SKITAID_CONFIG_DIR, else /etc/skitaid if present, else the built-in one."""
+    for candidate in (cli_dir, os.environ.get(ENV_VAR)):
+        if candidate:
+            return os.path.abspath(os.path.expanduser(candidate))
+    if os.path.isdir(SYSTEM_DIR):
+        return SYSTEM_DIR
+    return DEFAULT_DIR
+
+
+def _is_wildcard(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+def _clash(a: str, b: str) -> bool:
+    """Would binding both addresses on one port fail? A wildcard clashes with anything."""
+    return a == b or _is_wildcard(a) or _is_wildcard(b)
+
+
+def load_config(config_dir: Optional[str] = None) -> Config:
+    """Read skitaid.conf and servers-enabled/*; raise ConfigError with every problem found."""
+    config_dir = os.path.abspath(config_dir) if config_dir else find_config_dir()
+    if not os.path.isdir(config_dir):
+        raise ConfigError([Problem(config_dir, "", "", None, "a config directory")])
+    problems: List[Problem] = []
+
+    globals_, found = ini.parse_global(os.path.join(config_dir, "skitaid.conf"),
+                                       config_dir, "skitaid.conf")
+    problems += found
+
+    enabled = os.path.join(config_dir, "servers-enabled")
+    try:
+        entries = sorted(os.listdir(enabled))
+    except OSError:
+        entries = []
+    servers = []
+    names = {}
+    for entry in entries:
+        stem, ext = os.path.splitext(entry)
+        if entry.startswith(".") or ext.lower() not in _READERS:
+            continue                # editor backups, README, disabled.conf.off …
+        file = "servers-enabled/" + entry
+        path = os.path.join(enabled, entry)
+        if not os.path.isfile(path):            # follows symlinks; catches broken ones
+            problems.append(Problem(file, "", "", None,
+                                    "a file (a broken symlink, or a directory?)"))
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", stem):
+            problems.append(Problem(file, "", "", stem,
+                                    "a file name of letters, digits, '_', '-', '.'"))
+            continue
+        if stem in names:
+            problems.append(Problem(file, "", "", entry, "one file per server name (%s is also "
+                                    "servers-enabled/%s)" % (stem, names[stem])))
+            continue
+        names[stem] = entry
+        server, found = _READERS[ext.lower()](path, config_dir, stem, file)
+        problems += found
+        if found:
+            continue                # its address is not trustworthy; don't report clashes
+        for other in servers:
+            if other.port == server.port and _clash(other.address, server.address):
+                problems.append(Problem(
+                    file, "server", "port", str(server.port),
+                    "a port not used by servers-enabled/%s (%s:%d)"
+                    % (os.path.basename(other.source), other.address, other.port)))
+                break
+        servers.append(server)
+
+    if not entries or not names:
+        problems.append(Problem("servers-enabled", "", "", None,
+                                "at least one server file (*.conf or *.yaml) in %s" % enabled))
+    if problems:
+        raise ConfigError(problems)
+    return Config(globals=globals_, servers=tuple(servers))

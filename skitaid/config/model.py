@@ -1,0 +1,125 @@
+"""The typed, immutable config model.
+
+Config files (INI today, YAML later) and the Python API (`skitaid.mount`,
+`skitaid.run`) both produce these objects; nothing below the config package
+reads files or keyword arguments directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+# Route target kinds
+STATIC = "static"   # a directory served as files
+APP = "app"         # a WSGI callable, or a "path/to/file.py:name" / "module:name" spec
+ALIAS = "alias"     # "@backend[/subpath]": reverse proxy (later issue)
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str                 # "/", "/static" — normalised, no trailing slash except "/"
+    kind: str                   # STATIC | APP | ALIAS
+    target: Any                 # directory path, WSGI callable, app spec string, or alias string
+    source: str = ""            # where it was defined, for error messages ("file [section] key")
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    # Host names this group answers for: "default", "*", "example.com", ".example.com"
+    names: Tuple[str, ...]
+    routes: Tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_url_size: int = 8190              # request line / URL bytes → 414
+    max_header_size: int = 65536          # all header bytes → 431
+    max_headers: int = 100                # header count → 431
+    max_upload_size: int = 256 * 1024 * 1024   # request body bytes → 413
+    max_connections: int = 10000          # per worker; above it new connections get 503
+    keep_alive: float = 10.0              # idle keep-alive timeout, seconds
+    request_timeout: float = 30.0         # slow headers / stalled body → 408
+    response_timeout: float = 10.0        # a client that stops reading the response is dropped
+
+
+# Alias (backend cluster) types
+ALIAS_TYPES = ("http", "https", "postgresql", "sqlite3", "redis")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One backend of an alias: `host:port [weight]`, a database URL-ish spec, or a path."""
+    spec: str                   # as written, without the weight
+    host: str = ""
+    port: int = 0
+    weight: int = 1
+    database: str = ""          # db name (postgresql, redis) or file path (sqlite3)
+    user: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A named backend cluster, `[@name]`: proxy target and `was` corequest target."""
+    name: str                   # without the "@"
+    type: str = "http"          # one of ALIAS_TYPES
+    members: Tuple[Member, ...] = ()
+    ssl: bool = False           # always True for "https"
+    role: str = ""              # access role for http(s) aliases
+    allow: Tuple[str, ...] = () # the `source` key: client networks allowed ("10.0.0.0/8")
+    source: str = ""            # where it was defined ("file [section]")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str = "default"
+    address: str = "127.0.0.1"
+    port: int = 5000
+    processes: int = 1
+    threads: int = 4
+    backlog: int = 2048
+    ssl: bool = False
+    certfile: str = ""
+    keyfile: str = ""
+    passphrase: str = ""
+    static_max_age: int = 300
+    # (prefix, seconds) pairs from skitaid.set_max_age(); longest prefix wins
+    max_ages: Tuple[Tuple[str, int], ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    # 503 + Retry-After when requests wait in the thread queue longer than this (0: off)
+    estimated_timeout: float = 0.0
+    graceful_timeout: float = 30.0
+    num_result_cache_max: int = 200
+    debug: bool = False
+    # request log: "" → console (stderr), a path → that file; request_log=False → off
+    request_log: bool = True
+    log_off: Tuple[str, ...] = ()          # "/static/" prefixes, "*.css" suffixes
+    hosts: Tuple[HostGroup, ...] = ()
+    source: str = ""                       # the file this server came from
+    aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
+    # --- used by the daemon (master) ---
+    user: str = ""                         # drop to this user/group in workers; "" → global
+    group: str = ""
+    worker_timeout: float = 30.0           # a worker silent this long is killed (0: off)
+    # (cpu_percent, consecutive checks, interval seconds); () or interval 0 → off
+    critical_point: Tuple[float, ...] = ()
+    max_requests: int = 0                  # recycle a worker after this many requests (0: off)
+    max_requests_jitter: int = 0           # random 0..N added per worker so they don't recycle together
+    max_rss: int = 0                       # recycle a worker above this resident size, bytes (0: off)
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    config_dir: Optional[str] = None       # None for the Python API
+    user: str = ""
+    group: str = ""
+    log_path: str = ""                     # "" → console
+    var_path: str = ""
+    run_path: str = ""
+    pidfile: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    globals: GlobalConfig
+    servers: Tuple[ServerConfig, ...]

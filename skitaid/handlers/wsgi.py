@@ -1,0 +1,379 @@
+"""WSGI (PEP 3333) apps behind an Exchange.
+
+With a thread pool the app runs in a pool thread and hands its output to the
+loop with `call_soon_threadsafe`; a complete list body goes over in one hop,
+streamed bodies chunk by chunk with backpressure (the app thread waits while
+the client is not keeping up). With `threads = 0` the app runs on the loop
+itself, after the whole request body has arrived.
+"""
+import os
+import stat
+import sys
+import threading
+import traceback
+from urllib.parse import unquote_to_bytes
+
+from ..body import EMPTY_BODY, ClientDisconnected
+from ..logs import error_log
+from ..version import __version__
+from .errors import error_response
+
+STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterable fallback, sendfile when it wraps a real file."""
+
+    def __init__(self, filelike, blksize=65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+    def file_span(self):
+        """(fileobj, offset, size) when sendfile can be used, else None."""
+        f = self.filelike
+        try:
+            fd = f.fileno()
+            st = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            offset = f.tell()
+        except (AttributeError, OSError):
+            offset = 0
+        return f, offset, max(0, st.st_size - offset)
+
+
+def _content_length(headers):
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class _Response:
+    """start_response / write() state for one call of the app."""
+
+    __slots__ = ("exchange", "loop", "status", "headers", "started", "queued",
+                 "cond", "draining")
+
+    def __init__(self, exchange, loop):
+        self.exchange = exchange
+        self.loop = loop
+        self.status = None
+        self.headers = None
+        self.started = False      # the head was handed to the loop
+        self.queued = 0
+        self.cond = None
+        self.draining = False
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.started:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise AssertionError("status must be a str like '200 OK', got %r" % (status,))
+        if type(headers) is not list:
+            raise AssertionError("headers must be a list of (name, value) tuples")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    # -- thread → loop ---------------------------------------------------------
+    def write(self, data):
+        """The PEP 3333 write() callable, and the streaming path."""
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise TypeError("response body chunks must be bytes, got %s" % type(data).__name__)
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        ex = self.exchange
+        if ex.closed:
+            raise ClientDisconnected("client disconnected")
+        call = self.loop.call_soon_threadsafe
+        if not self.started:
+            self.started = True
+            call(ex.start, self.status, self.headers, _content_length(self.headers))
+        if not data:
+            return
+        cond = self.cond
+        if cond is None:
+            cond = self.cond = threading.Condition(threading.Lock())
+        with cond:
+            while (self.queued > STREAM_HIGH_WATER or self.draining) and not ex.closed:
+                cond.wait(1.0)
+            if ex.closed:
+                raise ClientDisconnected("client disconnected")
+            self.queued += len(data)
+        call(self._deliver, data)
+
+    def _deliver(self, data):
+        """Loop side of write(): send, then let the app go on once drained."""
+        ex = self.exchange
+        ex.write(data)
+        with self.cond:
+            self.queued -= len(data)
+            if ex.writing_paused() and not ex.closed:
+                if not self.draining:
+                    self.draining = True
+                    self.loop.create_task(self._wait_drain())
+            else:
+                self.cond.notify_all()
+
+    async def _wait_drain(self):
+        await self.exchange.drain()
+        with self.cond:
+            self.draining = False
+            self.cond.notify_all()
+
+    def finish(self):
+        """Hand the end of the response to the loop (thread side)."""
+        if self.started:
+            self.loop.call_soon_threadsafe(self.exchange.finish)
+        else:
+            self.started = True
+            self.loop.call_soon_threadsafe(self.exchange.respond, self.status, self.headers, b"")
+
+
+class WSGIHandler:
+    """Runs one WSGI app mounted at `prefix`."""
+
+    def __init__(self, app, prefix, worker):
+        self.app = app
+        self.script_name = "" if prefix == "/" else prefix
+        self.worker = worker
+        self.loop = worker.loop
+        self.pool = worker.pool
+        self.debug = worker.config.debug
+        self.estimated_timeout = worker.config.estimated_timeout
+        self.base_environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": self.pool is not None and self.pool.size > 1,
+            "wsgi.multiprocess": worker.config.processes > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "SERVER_SOFTWARE": "skitaid/" + __version__,
+            "SCRIPT_NAME": self.script_name,
+        }
+
+    # -- loop side ---------------------------------------------------------------
+    def handle(self, exchange, resolved=None):
+        pool = self.pool
+        if pool is None:
+            exchange.request.body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
+            return
+        limit = self.estimated_timeout
+        if limit and pool.estimated_wait() > limit:
+            exchange.respond(503, [("Retry-After", str(max(1, int(limit)))),
+                                   ("Content-Type", "text/plain")],
+                             b"server busy, retry later\n")
+            return
+        pool.submit(self._run_threaded, exchange)
+
+    def environ(self, exchange):
+        req = exchange.request
+        env = self.base_environ.copy()
+        path = req.path
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        script = self.script_name
+        env["PATH_INFO"] = path[len(script):] if script else path
+        env["REQUEST_METHOD"] = req.method
+        env["QUERY_STRING"] = req.query
+        env["REQUEST_URI"] = req.target
+        env["SERVER_PROTOCOL"] = "HTTP/" + req.version
+        env["wsgi.url_scheme"] = req.scheme
+        env["wsgi.input"] = req.body
+        if req.client:
+            env["REMOTE_ADDR"] = req.client[0]
+            env["REMOTE_PORT"] = str(req.client[1])
+        else:
+            env["REMOTE_ADDR"] = ""
+        server = req.server
+        env["SERVER_NAME"] = req.host or (server[0] if server else "localhost")
+        env["SERVER_PORT"] = str(server[1]) if server else "0"
+        if req.content_length is not None:
+            env["CONTENT_LENGTH"] = str(req.content_length)
+        for name, value in req.headers:
+            if name == "content-type":
+                env["CONTENT_TYPE"] = value
+                continue
+            if name == "content-length" or "_" in name:
+                continue   # underscores would let a client spoof a dash-named header
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key in env:
+                env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+            else:
+                env[key] = value
+        return env
+
+    def _run_inline(self, exchange):
+        """threads = 0: the app runs on the loop; the body is complete."""
+        if exchange.closed:
+            return
+        resp = _InlineResponse(exchange, self.loop)
+        result = None
+        try:
+            result = self.app(self.environ(exchange), resp.start_response)
+            if type(result) is list and not resp.started:
+                self._respond_list(exchange, resp, result, exchange.respond)
+            else:
+                it = iter(result)
+                owned, result = result, None
+                self.loop.create_task(self._pump(exchange, resp, it, owned))
+        except Exception:
+            self._app_error(exchange, resp)
+        finally:
+            if result is not None:
+                _close(result)
+
+    async def _pump(self, exchange, resp, it, result):
+        try:
+            for chunk in it:
+                if chunk:
+                    resp.write(chunk)
+                    if exchange.writing_paused():
+                        await exchange.drain()
+                if exchange.closed:
+                    break
+            resp.finish()
+        except Exception:
+            self._app_error(exchange, resp)
+        finally:
+            _close(result)
+
+    # -- thread side ------------------------------------------------------------------
+    def _run_threaded(self, exchange):
+        if exchange.closed:
+            return
+        resp = _Response(exchange, self.loop)
+        result = None
+        try:
+            result = self.app(self.environ(exchange), resp.start_response)
+            if type(result) is list and not resp.started:
+                self._respond_list(exchange, resp, result,
+                                   lambda *a: self.loop.call_soon_threadsafe(exchange.respond, *a))
+            elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
+                owned, result = result, None
+                self._send_file(exchange, resp, owned)
+            else:
+                for chunk in result:
+                    if chunk:
+                        resp.write(chunk)
+                    elif exchange.closed:
+                        break
+                resp.finish()
+        except ClientDisconnected:
+            pass
+        except Exception:
+            self._app_error(exchange, resp)
+        finally:
+            if result is not None:
+                _close(result)
+
+    def _respond_list(self, exchange, resp, result, respond):
+        if resp.status is None:
+            raise AssertionError("the app returned without calling start_response()")
+        if len(result) == 1:
+            body = result[0]
+        else:
+            body = b"".join(result)
+        if type(body) is not bytes:
+            raise TypeError("response body items must be bytes, got %s" % type(body).__name__)
+        resp.started = True
+        respond(resp.status, resp.headers, body)
+
+    def _send_file(self, exchange, resp, wrapper):
+        """A wsgi.file_wrapper around a real file: zero-copy from the loop."""
+        f, offset, size = wrapper.file_span()
+        length = _content_length(resp.headers)
+        count = size if length is None else min(size, length)
+        resp.started = True
+
+        def on_loop():
+            if exchange.closed:
+                _close(wrapper)
+                return
+            exchange.start(resp.status, resp.headers, count)
+            if exchange.is_head or count == 0:
+                _close(wrapper)
+                exchange.finish()
+            else:
+                exchange.sendfile(f, offset, count, lambda ok: _close(wrapper))
+
+        self.loop.call_soon_threadsafe(on_loop)
+
+    def _app_error(self, exchange, resp):
+        req = exchange.request
+        error_log.error("error in app %s %s\n%s", req.method, req.target, traceback.format_exc())
+        if resp.started:
+            # the head is out: the only honest end is to drop the connection
+            self._on_loop(exchange.abort)
+            return
+        resp.started = True
+        status, headers, body = error_response(500, traceback.format_exc() if self.debug else None)
+        self._on_loop(exchange.respond, status, headers, body)
+
+    def _on_loop(self, fn, *args):
+        if self.pool is None:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+
+class _InlineResponse(_Response):
+    """start_response / write() when the app runs on the loop itself."""
+
+    __slots__ = ()
+
+    def write(self, data):
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise TypeError("response body chunks must be bytes, got %s" % type(data).__name__)
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        ex = self.exchange
+        if not self.started:
+            self.started = True
+            ex.start(self.status, self.headers, _content_length(self.headers))
+        ex.write(data)
+
+    def finish(self):
+        if self.started:
+            self.exchange.finish()
+        else:
+            self.started = True
+            self.exchange.respond(self.status, self.headers, b"")
+
+
+def _close(result):
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            error_log.exception("error in close() of the app's response")

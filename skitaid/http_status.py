@@ -1,0 +1,30 @@
+"""Status lines with reason phrases, built once."""
+from http import HTTPStatus
+
+REASONS = {s.value: s.phrase for s in HTTPStatus}
+REASONS.setdefault(425, "Too Early")
+
+_lines = {}
+
+
+def reason(code):
+    return REASONS.get(code, "Unknown")
+
+
+def status_line(status, version="1.1"):
+    """b'HTTP/1.1 200 OK\\r\\n' for an int code or a WSGI 'NNN Reason' string."""
+    key = (status, version)
+    line = _lines.get(key)
+    if line is None:
+        if isinstance(status, int):
+            text = "%d %s" % (status, reason(status))
+        else:
+            text = status
+        line = ("HTTP/%s %s\r\n" % (version, text)).encode("latin-1")
+        if len(_lines) < 4096:   # apps with odd reason phrases must not grow this forever
+            _lines[key] = line
+    return line
+
+
+def status_code(status):
+    return status if isinstance(status, int) else int(status[:3])

@@ -1,0 +1,621 @@
+"""HTTP/1.1 over an asyncio transport, parsed by httptools (llhttp).
+
+The connection parses request heads, queues pipelined requests, runs one
+exchange at a time (responses leave in request order) and frames each
+response with Content-Length, chunked encoding, or close-delimited for
+HTTP/1.0. It knows nothing about apps: the router picks a handler, the
+handler answers through `H1Exchange`.
+"""
+import asyncio
+import os
+import time
+from collections import deque
+
+import httptools
+
+from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
+from ..exchange import Exchange, Request
+from ..http_status import status_code, status_line
+from . import dates
+
+SERVER_HEADER = b"Server: skitaid\r\n"
+CHUNK_END = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_PIPELINE = 16          # queued requests before we stop reading
+LINGER_SECONDS = 2.0       # after an early response, read and drop the rest for this long
+LINGER_BYTES = 1024 * 1024
+
+# connection states the sweeper looks at
+IDLE, HEAD, BUSY, LINGER = range(4)
+
+
+class _Reject(Exception):
+    """Raised inside parser callbacks to stop parsing with an HTTP error."""
+
+    def __init__(self, status, detail):
+        self.status = status
+        self.detail = detail
+
+
+def _bad_value(v):
+    return "\n" in v or "\r" in v
+
+
+class H1Exchange(Exchange):
+    """One request/response on an HTTP/1.x connection."""
+
+    __slots__ = ("conn", "request", "is_head", "closed", "status", "sent",
+                 "head_sent", "chunked", "keep_alive", "done", "t_start",
+                 "t_handled", "version", "_drain_waiter", "ws")
+
+    def __init__(self, conn, request, keep_alive):
+        self.conn = conn
+        self.request = request
+        self.is_head = request.method == "HEAD"
+        self.closed = False
+        self.status = 0
+        self.sent = 0
+        self.head_sent = False
+        self.chunked = False
+        self.keep_alive = keep_alive
+        self.done = False
+        self.t_start = request.started
+        self.t_handled = 0.0
+        self.version = "1.1" if request.version == "1.1" else "1.0"
+
+    # -- framing ------------------------------------------------------------
+    def _head(self, status, headers, length):
+        """Serialise the response head; decides keep-alive and framing."""
+        code = status_code(status)
+        self.status = code
+        keep = self.keep_alive
+        explicit_length = None
+        lines = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == "content-length":
+                explicit_length = value
+                continue
+            if lname == "connection":
+                if "close" in value.lower():
+                    keep = False
+                continue
+            if lname == "transfer-encoding" or lname == "keep-alive":
+                continue   # framing is ours to decide
+            if _bad_value(value) or _bad_value(name):
+                raise ValueError("CR or LF in response header %r" % name)
+            lines.append("%s: %s\r\n" % (name, value))
+        no_body = code < 200 or code == 204 or code == 304
+        if no_body:
+            if code == 304 and explicit_length is not None:
+                lines.append("Content-Length: %s\r\n" % explicit_length)
+        elif length is not None:
+            if self.is_head and explicit_length is not None:
+                length = explicit_length   # HEAD: the length a GET would have had
+            lines.append("Content-Length: %s\r\n" % length)
+        elif self.is_head and explicit_length is not None:
+            lines.append("Content-Length: %s\r\n" % explicit_length)
+        elif self.version == "1.1":
+            self.chunked = True
+            lines.append("Transfer-Encoding: chunked\r\n")
+        else:
+            keep = False   # HTTP/1.0 without a length: the close ends the body
+        if keep and self.conn.closing:
+            keep = False
+        self.keep_alive = keep
+        if not keep:
+            lines.append("Connection: close\r\n")
+        elif self.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        self.head_sent = True
+        return b"".join((status_line(status, self.version), dates.header(),
+                         SERVER_HEADER, "".join(lines).encode("latin-1")))
+
+    def respond(self, status, headers, body=b""):
+        if self.closed or self.head_sent:
+            return
+        code = status_code(status)
+        head = self._head(status, headers, len(body))
+        if code < 200 or code == 204 or code == 304 or self.is_head:
+            self.conn.send(head)
+        else:
+            self.conn.send(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                self.conn.send(body)
+            self.sent = len(body)
+        self.finish()
+
+    def start(self, status, headers, content_length=None):
+        if self.closed or self.head_sent:
+            return
+        self.conn.send(self._head(status, headers, content_length))
+
+    def write(self, data):
+        if self.closed or self.is_head or not data:
+            return
+        self.sent += len(data)
+        if self.chunked:
+            self.conn.send(b"%x\r\n%b\r\n" % (len(data), data) if len(data) < 16384
+                           else b"%x\r\n" % len(data))
+            if len(data) >= 16384:
+                self.conn.send(data)
+                self.conn.send(b"\r\n")
+        else:
+            self.conn.send(data)
+
+    def finish(self):
+        if self.done:
+            return
+        self.done = True
+        if not self.closed and self.chunked and not self.is_head:
+            self.conn.send(CHUNK_END)
+        self.conn.exchange_done(self)
+
+    def abort(self):
+        """The response cannot be completed: drop the connection."""
+        self.keep_alive = False
+        self.done = True
+        self.conn.exchange_done(self)
+        self.conn.close_now()
+
+    # -- flow control --------------------------------------------------------
+    def writing_paused(self):
+        return self.conn.write_paused
+
+    async def drain(self):
+        await self.conn.drain()
+
+    def sendfile(self, file, offset, count, done):
+        self.conn.loop.create_task(self._sendfile(file, offset, count, done))
+
+    async def _sendfile(self, file, offset, count, done):
+        """Zero-copy os.sendfile while the transport's buffer is empty; when
+        the socket is full, one chunk goes through the transport instead and
+        we wait for it to drain (an asyncio transport owns the fd's polling)."""
+        conn = self.conn
+        conn.flush()
+        transport = conn.transport
+        fd = conn.fd
+        in_fd = file.fileno()
+        ok = False
+        try:
+            while count > 0 and not self.closed:
+                n = 0
+                conn.flush()
+                if fd is not None and not self.chunked and transport.get_write_buffer_size() == 0:
+                    try:
+                        n = os.sendfile(fd, in_fd, offset, min(count, 4 * 1024 * 1024))
+                    except (BlockingIOError, InterruptedError):
+                        n = 0
+                    except OSError:
+                        fd = None     # not a plain socket (or gone): copy instead
+                    if n == 0 and fd is not None and count > 0:
+                        chunk = os.pread(in_fd, min(count, 256 * 1024), offset)
+                        if not chunk:
+                            break
+                        self.write(chunk)
+                        n = len(chunk)
+                        self.sent -= n   # counted below
+                else:
+                    chunk = os.pread(in_fd, min(count, 256 * 1024), offset)
+                    if not chunk:
+                        break         # the file shrank under us
+                    self.write(chunk)
+                    n = len(chunk)
+                    self.sent -= n
+                offset += n
+                count -= n
+                self.sent += n
+                if conn.write_paused or transport.get_write_buffer_size():
+                    await conn.drain()
+            ok = count == 0
+        except Exception:
+            conn.worker.log_exception("sendfile")
+        finally:
+            try:
+                done(ok)
+            finally:
+                if ok:
+                    self.finish()
+                else:
+                    self.abort()
+
+
+class H1Connection(asyncio.Protocol):
+    """One client connection (HTTP/1.0 and 1.1)."""
+
+    def __init__(self, worker, scheme="http"):
+        self.worker = worker
+        self.loop = worker.loop
+        self.limits = worker.limits
+        self.scheme = scheme
+        self.transport = None
+        self.fd = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = IDLE
+        self.last_active = 0.0
+        self.closing = False
+        self.write_paused = False
+        self._drain_waiters = None
+        self._queue = deque()
+        self.current = None
+        self._parsing = None      # request whose head/body the parser is filling
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._reading_paused = False
+        self._body_paused = False
+        self._linger_bytes = 0
+        self._in_head = False
+        self._header_size = 0
+        self._paused_since = 0.0
+        self._out = None
+        self.client = None
+        self.server = None
+
+    # -- asyncio.Protocol -----------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.client = transport.get_extra_info("peername")
+        self.server = transport.get_extra_info("sockname")
+        if self.scheme == "http":
+            sock = transport.get_extra_info("socket")
+            self.fd = sock.fileno() if sock is not None else None
+        self.last_active = time.monotonic()
+        worker = self.worker
+        worker.connections.add(self)
+        if len(worker.connections) > self.limits.max_connections:
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                            b"Retry-After: 1\r\nConnection: close\r\n\r\n")
+            self.closing = True
+            transport.close()
+
+    def connection_lost(self, exc):
+        self.worker.connections.discard(self)
+        self.closing = True
+        self.fd = None
+        cur = self.current
+        if cur is not None:
+            cur.closed = True
+            if cur.request.body is not EMPTY_BODY:
+                cur.request.body.fail(ClientDisconnected("client disconnected"))
+            self.worker.exchange_aborted(cur)
+        for ex in self._queue:
+            ex.closed = True
+        self._queue.clear()
+        self._wake_drain()
+
+    def pause_writing(self):
+        self.write_paused = True
+        self._paused_since = time.monotonic()
+
+    def resume_writing(self):
+        self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self):
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def drain(self):
+        self.flush()
+        if (self.write_paused or self.transport.get_write_buffer_size()) and not self.closing:
+            fut = self.loop.create_future()
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            self._drain_waiters.append(fut)
+            await fut
+
+    def eof_received(self):
+        # The client finished sending; let an in-flight response complete.
+        if self.current is None and not self._queue:
+            self.close_soon()
+            return False
+        self.closing = True
+        return True
+
+    def data_received(self, data):
+        self.last_active = time.monotonic()
+        if self.state == LINGER:
+            self._linger_bytes += len(data)
+            if self._linger_bytes > LINGER_BYTES:
+                self.close_soon()
+            return
+        try:
+            self.parser.feed_data(data)
+        except _Reject as e:
+            self.reject(e.status, e.detail)
+            return
+        except httptools.HttpParserUpgrade:
+            # Protocol switches come with later issues; the request was served as plain HTTP.
+            self.closing = True
+            return
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _Reject):
+                self.reject(cause.status, cause.detail)
+            else:
+                self.worker.log_exception("parser callback")
+                self.reject(500, "internal error")
+            return
+        except httptools.HttpParserError as e:
+            self.reject(400, str(e))
+            return
+        if self._in_head:
+            # llhttp buffers an unfinished head for us: bound it
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_size + self.limits.max_url_size:
+                self._too_big_head()
+
+    def _too_big_head(self):
+        if self._headers or self._url:
+            self.reject(431, "request header fields too large")
+        else:
+            self.reject(414, "request line too long")
+
+    # -- parser callbacks -------------------------------------------------------
+    def on_message_begin(self):
+        self._in_head = True
+        self._head_bytes = 0
+        if self.state == IDLE:
+            self.state = HEAD
+        self._url = b""
+        self._headers = []
+        self._header_size = 0
+
+    def on_url(self, url):
+        self._url += url
+        if len(self._url) > self.limits.max_url_size:
+            raise _Reject(414, "request line too long")
+
+    def on_header(self, name, value):
+        headers = self._headers
+        self._header_size += len(name) + len(value) + 4
+        if len(headers) >= self.limits.max_headers or self._header_size > self.limits.max_header_size:
+            raise _Reject(431, "request header fields too large")
+        headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self):
+        self._in_head = False
+        parser = self.parser
+        url = self._url
+        try:
+            raw = url.decode("latin-1")
+        except UnicodeDecodeError:   # pragma: no cover - latin-1 decodes anything
+            raise _Reject(400, "bad request target")
+        if raw[:1] == "/":
+            path, _, query = raw.partition("?")
+            path = path.partition("#")[0]
+        elif raw == "*":
+            path, query = "*", ""
+        else:
+            # absolute-form (proxies): keep the path part only
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Reject(400, "bad request target")
+            path = (parsed.path or b"/").decode("latin-1")
+            query = (parsed.query or b"").decode("latin-1")
+        version = parser.get_http_version()
+        req = Request(parser.get_method().decode("ascii"), raw, path, query, version,
+                      self._headers, self.scheme, self.client, self.server)
+        req.started = time.monotonic()
+        host = None
+        length = None
+        chunked = False
+        expect = False
+        for k, v in self._headers:
+            if k == "host":
+                if host is not None:
+                    raise _Reject(400, "duplicate Host header")
+                host = v
+            elif k == "content-length":
+                length = int(v)   # llhttp validated it
+            elif k == "transfer-encoding":
+                chunked = True
+            elif k == "expect":
+                if v.lower() == "100-continue":
+                    expect = True
+                else:
+                    raise _Reject(417, "unsupported expectation")
+        if host is None:
+            if version == "1.1":
+                raise _Reject(400, "missing Host header")
+            host = ""
+        req.host = host.rpartition(":")[0].lower() if ":" in host and not host.endswith("]") else host.lower()
+        req.content_length = length
+        req.chunked = chunked
+        if length is not None and length > self.limits.max_upload_size:
+            raise _Reject(413, "request body too large")
+        if length or chunked:
+            req.body = RequestBody(self, self.loop, expect and version == "1.1")
+            req.expect_continue = expect
+        else:
+            req.body = EMPTY_BODY
+        self._parsing = req
+        self.state = BUSY
+        ex = H1Exchange(self, req, parser.should_keep_alive() and not self.closing)
+        if self.current is None:
+            self.current = ex
+            self.worker.dispatch(ex)
+        else:
+            self._queue.append(ex)
+            if len(self._queue) >= MAX_PIPELINE:
+                self._pause_reading()
+
+    def on_body(self, body):
+        req = self._parsing
+        b = req.body
+        if b.received + len(body) > self.limits.max_upload_size:
+            raise _Reject(413, "request body too large")
+        b.feed(body)
+
+    def on_message_complete(self):
+        req = self._parsing
+        self._parsing = None
+        if req is not None and req.body is not EMPTY_BODY:
+            req.body.finish()
+        if self.state == BUSY and self.current is None and not self._queue:
+            self.state = IDLE
+
+    # -- exchange life cycle -----------------------------------------------------
+    def exchange_done(self, ex):
+        """The response for `ex` is complete: log it and start the next one."""
+        if ex is not self.current:
+            return
+        self.current = None
+        self.worker.exchange_finished(ex)
+        req = ex.request
+        body = req.body
+        if not ex.keep_alive or self.closing:
+            if body is not EMPTY_BODY and not body.complete and not self.closing:
+                self._linger()
+            else:
+                self.close_soon()
+            return
+        if body is not EMPTY_BODY and not body.complete:
+            # The app answered without reading everything. Drop the rest
+            # unless the client was told to wait for 100 Continue (it will not
+            # send it), in which case the connection cannot be reused.
+            if req.expect_continue and body.received == 0:
+                self._linger()
+                return
+            body.discard()
+        if self._queue:
+            nxt = self._queue.popleft()
+            self.current = nxt
+            if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
+                self._resume_reading()
+            self.worker.dispatch(nxt)
+        elif self._parsing is None and not self._in_head:
+            self.state = IDLE
+            self.last_active = time.monotonic()
+
+    def send_continue(self):
+        cur = self.current
+        if cur is not None and not cur.head_sent and not self.closing:
+            self.send(CONTINUE)
+
+    # -- output: batched per loop iteration --------------------------------------
+    def send(self, data):
+        """Queue bytes for the socket; the worker flushes all connections once
+        per loop iteration, which batches pipelined responses and keeps writes
+        out of the read path (measurably faster under load)."""
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self.worker.queue_flush(self)
+        else:
+            out.append(data)
+
+    def flush(self):
+        out = self._out
+        if out is not None:
+            self._out = None
+            if self.transport.is_closing():
+                return
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def body_paused(self):
+        self._body_paused = True
+        self._pause_reading()
+
+    def body_resume(self):
+        self._body_paused = False
+        if len(self._queue) < MAX_PIPELINE:
+            self._resume_reading()
+
+    def _pause_reading(self):
+        if not self._reading_paused and not self.closing:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self):
+        if self._reading_paused and not self._body_paused and not self.closing:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # -- errors and closing --------------------------------------------------------
+    def reject(self, status, detail):
+        """Answer a request we could not parse or will not take, then close."""
+        self.worker.count_rejected(status, detail, self.client)
+        cur = self.current
+        self.closing = True
+        if cur is not None and cur.head_sent:
+            self.close_now()
+            return
+        if cur is not None:
+            cur.closed = True   # its handler's output is dropped
+            self.current = None
+        body = ("%d %s\n" % (status, detail)).encode("latin-1", "replace")
+        head = status_line(status) + dates.header() + SERVER_HEADER
+        self.send(head + b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n" % len(body) + body)
+        self._linger()
+
+    def _linger(self):
+        """Half-close after our response and drop what the client still sends,
+        so a client in mid-upload reads our answer instead of a reset."""
+        self.closing = True
+        self.state = LINGER
+        self.last_active = time.monotonic()
+        self._linger_bytes = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        self.flush()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.close_soon()
+
+    def close_soon(self):
+        self.closing = True
+        self.flush()
+        self.transport.close()
+
+    def close_now(self):
+        self.closing = True
+        self.transport.abort()
+
+    def close_idle(self):
+        """Graceful stop: close if nothing is in flight."""
+        self.closing = True
+        if self.current is None and not self._queue and self.state in (IDLE, LINGER):
+            self.flush()
+            self.close_soon()
+            return True
+        return False
+
+    def sweep(self, now):
+        """Called about once a second by the worker to enforce timeouts."""
+        state = self.state
+        idle = now - self.last_active
+        limits = self.limits
+        if state == IDLE:
+            if idle > limits.keep_alive or self.closing:
+                self.close_soon()
+        elif state == HEAD:
+            if idle > limits.request_timeout:
+                self.reject(408, "request timeout")
+        elif state == LINGER:
+            if idle > LINGER_SECONDS:
+                self.close_soon()
+        elif state == BUSY:
+            cur = self.current
+            body = self._parsing.body if self._parsing is not None else None
+            if body is not None and body is not EMPTY_BODY and not body.complete \
+                    and not self._reading_paused and idle > limits.request_timeout:
+                # a stalled upload
+                body.fail(ClientDisconnected("request body timed out"))
+                if cur is not None and not cur.head_sent:
+                    self.reject(408, "request timeout")
+                else:
+                    self.close_now()
+            elif self.write_paused and now - self._paused_since > limits.response_timeout:
+                self.close_now()   # the client stopped reading

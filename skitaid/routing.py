@@ -1,0 +1,108 @@
+"""Virtual hosts and mount points: which handler answers a request.
+
+Host groups are picked by the Host header (exact name, then ".suffix"
+names, then `*`/`default`); inside a group the longest mount prefix wins,
+and at the same prefix an existing static file wins over the app.
+"""
+from .apps import load_app
+from .config.model import ALIAS, APP, STATIC
+from .handlers.wsgi import WSGIHandler
+
+
+class Mount:
+    __slots__ = ("prefix", "slashed", "statics", "app")
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.slashed = "/" if prefix == "/" else prefix + "/"
+        self.statics = []
+        self.app = None
+
+
+class Router:
+    def __init__(self, groups):
+        # groups: list of (names, [Mount]) with mounts sorted longest first
+        self.exact = {}
+        self.suffixes = []
+        self.fallback = None
+        for names, mounts in groups:
+            for name in names:
+                name = name.lower()
+                if name in ("default", "*"):
+                    if self.fallback is None:
+                        self.fallback = mounts
+                elif name.startswith("."):
+                    self.suffixes.append((name, mounts))
+                else:
+                    self.exact.setdefault(name, mounts)
+        self.suffixes.sort(key=lambda s: -len(s[0]))
+
+    def mounts_for(self, host):
+        mounts = self.exact.get(host)
+        if mounts is not None:
+            return mounts
+        for suffix, mounts in self.suffixes:
+            if host.endswith(suffix) or host == suffix[1:]:
+                return mounts
+        return self.fallback
+
+    def resolve(self, request):
+        """(handler, resolved) or (None, None) when nothing is mounted there."""
+        mounts = self.mounts_for(request.host)
+        if not mounts:
+            return None, None
+        path = request.path
+        for m in mounts:
+            if path == m.prefix or path.startswith(m.slashed):
+                statics = m.statics
+                if statics:
+                    for st in statics:
+                        found = st.find(request)
+                        if found is not None:
+                            return st, found
+                    if m.app is None:
+                        return statics[-1], None   # it answers 404 itself
+                return m.app, None
+        return None, None
+
+
+def max_age_lookup(config):
+    """path → Cache-Control max-age from set_max_age() prefixes (longest wins)."""
+    table = sorted(config.max_ages, key=lambda p: -len(p[0]))
+    default = config.static_max_age
+    if not table:
+        return lambda path: default
+
+    def lookup(path):
+        for prefix, seconds in table:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return seconds
+        return default
+    return lookup
+
+
+def build_router(config, worker):
+    """Instantiate handlers for every route of `config` (imports the apps)."""
+    max_age_for = max_age_lookup(config)
+    apps = {}
+    groups = []
+    for group in config.hosts:
+        by_prefix = {}
+        for route in group.routes:
+            m = by_prefix.get(route.prefix)
+            if m is None:
+                m = by_prefix[route.prefix] = Mount(route.prefix)
+            if route.kind == STATIC:
+                from .handlers.static import StaticHandler
+                m.statics.append(StaticHandler(route.target, route.prefix, max_age_for))
+            elif route.kind == APP:
+                key = (id(route.target) if callable(route.target) else route.target, route.prefix)
+                if key not in apps:
+                    apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
+                m.app = apps[key]
+            elif route.kind == ALIAS:
+                raise NotImplementedError("reverse proxy routes (%s = %s) come with the proxy feature"
+                                          % (route.prefix, route.target))
+        mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
+        groups.append((group.names, mounts))
+    return Router(groups)

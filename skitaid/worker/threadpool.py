@@ -1,0 +1,54 @@
+"""The worker's thread pool for app calls.
+
+A plain pool on a C-implemented SimpleQueue. It also keeps a running
+estimate of how long a new job would wait, for the original Skitai's
+"503 when the estimated wait is over the limit" rule.
+"""
+import threading
+import time
+from queue import SimpleQueue
+
+_STOP = object()
+
+
+class ThreadPool:
+    def __init__(self, size, name="skitaid-app"):
+        self.size = size
+        self._queue = SimpleQueue()
+        self._threads = []
+        self.avg_service = 0.0     # moving average of a job's run time, seconds
+        for i in range(size):
+            t = threading.Thread(target=self._run, name="%s-%d" % (name, i), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, fn, *args):
+        self._queue.put((fn, args))
+
+    def estimated_wait(self):
+        """Seconds a job submitted now would wait before it starts (rough)."""
+        return self._queue.qsize() * self.avg_service / max(self.size, 1)
+
+    def _run(self):
+        get = self._queue.get
+        clock = time.perf_counter
+        while True:
+            job = get()
+            if job is _STOP:
+                return
+            fn, args = job
+            t0 = clock()
+            try:
+                fn(*args)
+            except BaseException:       # a job must never kill the thread
+                from ..logs import error_log
+                error_log.exception("unhandled error in app thread")
+            # exponential moving average over ~32 jobs, as the original did
+            self.avg_service += (clock() - t0 - self.avg_service) / 32.0
+
+    def shutdown(self, timeout=None):
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

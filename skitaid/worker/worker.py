@@ -1,0 +1,152 @@
+"""One worker process: inherited listening sockets → event loop + thread pool.
+
+The worker is built so a master can fork it: it is handed sockets that are
+already bound and listening, imports the apps itself, and stops gracefully on
+SIGTERM/SIGINT (stop accepting, finish in-flight requests up to
+`graceful_timeout`, then close what is left) and at once on SIGQUIT.
+"""
+import asyncio
+import signal
+import time
+
+from ..handlers.errors import error_response
+from ..logs import RequestLog, error_log
+from ..protocols.h1 import H1Connection
+from ..routing import build_router
+from .threadpool import ThreadPool
+
+
+def new_event_loop():
+    try:
+        import uvloop
+    except ImportError:     # the plain asyncio loop (epoll) still works
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class Worker:
+    def __init__(self, config, sockets, worker_id=0, request_log_path=None):
+        self.config = config
+        self.limits = config.limits
+        self.sockets = sockets
+        self.worker_id = worker_id
+        self.request_log_path = request_log_path
+        self.loop = None
+        self.pool = None
+        self.router = None
+        self.request_log = None
+        self.connections = set()
+        self.servers = []
+        self.requests = 0
+        self._stop = None
+        self._stopping = False
+        self._flush_queue = []
+
+    # -- life cycle -------------------------------------------------------------
+    def run(self):
+        """Serve until told to stop; returns the process exit code."""
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self._serve())
+        finally:
+            if self.request_log is not None:
+                self.request_log.flush()
+            loop.close()
+
+    async def _serve(self):
+        config = self.config
+        loop = self.loop
+        self._stop = loop.create_future()
+        self.pool = ThreadPool(config.threads) if config.threads > 0 else None
+        self.request_log = RequestLog(loop, self.request_log_path, "W%d" % self.worker_id,
+                                      config.log_off, config.request_log)
+        self.router = build_router(config, self)
+        for sock in self.sockets:
+            server = await loop.create_server(lambda: H1Connection(self), sock=sock,
+                                              backlog=config.backlog)
+            self.servers.append(server)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, True)
+        loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
+        loop.add_signal_handler(signal.SIGUSR1, self.request_log.reopen)
+        self._sweep_handle = loop.call_later(1.0, self._sweep)
+        graceful = await self._stop
+        await self._shutdown(graceful)
+        return 0
+
+    def stop(self, graceful=True):
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(graceful)
+        elif not graceful and self._stopping:
+            for conn in list(self.connections):
+                conn.close_now()
+
+    async def _shutdown(self, graceful):
+        self._stopping = True
+        for server in self.servers:
+            server.close()       # stop accepting; the sockets stay for the master
+        deadline = time.monotonic() + (self.config.graceful_timeout if graceful else 0)
+        while self.connections and time.monotonic() < deadline:
+            for conn in list(self.connections):
+                conn.close_idle()
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close_now()
+        self._sweep_handle.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(timeout=1.0)
+        await asyncio.sleep(0)
+
+    def _sweep(self):
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.sweep(now)
+        self._sweep_handle = self.loop.call_later(1.0, self._sweep)
+
+    # -- called by protocols ------------------------------------------------------
+    def queue_flush(self, conn):
+        q = self._flush_queue
+        if not q:
+            self.loop.call_soon(self._flush)
+        q.append(conn)
+
+    def _flush(self):
+        q = self._flush_queue
+        self._flush_queue = []
+        for conn in q:
+            conn.flush()
+
+    def dispatch(self, exchange):
+        try:
+            handler, resolved = self.router.resolve(exchange.request)
+            if handler is None:
+                exchange.respond(*error_response(404))
+            else:
+                handler.handle(exchange, resolved)
+        except Exception:
+            self.log_exception("dispatching %s %s" % (exchange.request.method, exchange.request.target))
+            if not exchange.head_sent:
+                exchange.respond(*error_response(500))
+            else:
+                exchange.abort()
+
+    def exchange_finished(self, exchange):
+        self.requests += 1
+        log = self.request_log
+        if log.enabled:
+            now = time.monotonic()
+            log.log(exchange.request, exchange.status, exchange.sent, len(self.connections),
+                    (now - exchange.t_start) * 1000.0, 0.0)
+
+    def exchange_aborted(self, exchange):
+        if not exchange.done:
+            exchange.done = True
+            exchange.status = exchange.status or 499   # the client went away first
+            self.exchange_finished(exchange)
+
+    def count_rejected(self, status, detail, client):
+        error_log.info("rejected request from %s: %d %s", client[0] if client else "-", status, detail)
+
+    def log_exception(self, what):
+        error_log.exception("error while %s", what)
