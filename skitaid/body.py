@@ -19,6 +19,7 @@ class EmptyBody:
 
     received = 0
     complete = True
+    continue_pending = False
 
     def read(self, size=-1):
         return b""
@@ -58,7 +59,9 @@ class RequestBody:
         self._cond = threading.Condition(threading.Lock())
         self._error = None
         self._paused = False
-        self._continue_pending = expect_continue
+        # True while the client waits for "100 Continue" before sending the
+        # body: sent on the first read, never if the app does not read.
+        self.continue_pending = expect_continue
         self._waiters = None
         self.received = 0
         self.complete = False
@@ -67,6 +70,8 @@ class RequestBody:
     # -- loop side ---------------------------------------------------------
     def feed(self, data):
         self.received += len(data)
+        # the client sent the body without waiting for 100 Continue
+        self.continue_pending = False
         if self.discarding:
             return
         with self._cond:
@@ -77,6 +82,7 @@ class RequestBody:
                 self._flow.body_paused()
 
     def finish(self):
+        self.continue_pending = False
         with self._cond:
             self.complete = True
             self._cond.notify_all()
@@ -96,7 +102,7 @@ class RequestBody:
             self.discarding = True
             self._buf = bytearray()
             self._pos = 0
-            self._continue_pending = False
+            self.continue_pending = False
             if self._paused:
                 self._paused = False
                 self._flow.body_resume()
@@ -106,8 +112,8 @@ class RequestBody:
         if self.complete:
             callback()
         else:
-            if self._continue_pending:
-                self._continue_pending = False
+            if self.continue_pending:
+                self.continue_pending = False
                 self._flow.send_continue()
             self._waiters = (self._waiters or []) + [callback]
 
@@ -124,8 +130,8 @@ class RequestBody:
 
     def _wait(self):
         """Block until more data, the end, or an error (lock held)."""
-        if self._continue_pending:
-            self._continue_pending = False
+        if self.continue_pending:
+            self.continue_pending = False
             self._loop.call_soon_threadsafe(self._flow.send_continue)
         if self._error is not None:
             raise self._error

@@ -12,14 +12,21 @@ def reason(code):
 
 
 def status_line(status, version="1.1"):
-    """b'HTTP/1.1 200 OK\\r\\n' for an int code or a WSGI 'NNN Reason' string."""
+    """b'HTTP/1.1 200 OK\\r\\n' for an int code or a WSGI 'NNN Reason' string.
+
+    ValueError for a status that cannot be sent (CR/LF, not latin-1)."""
     key = (status, version)
     line = _lines.get(key)
     if line is None:
         if isinstance(status, int):
             text = "%d %s" % (status, reason(status))
         else:
-            text = status
+            code, _, phrase = status.partition(" ")
+            # every status line gets a reason phrase, even "299 " from an app
+            text = "%s %s" % (code, phrase.strip() or reason(int(code)))
+            if "\r" in text or "\n" in text:
+                # a CR/LF in an app's status would inject headers
+                raise ValueError("CR or LF in status %r" % status)
         line = ("HTTP/%s %s\r\n" % (version, text)).encode("latin-1")
         if len(_lines) < 4096:   # apps with odd reason phrases must not grow this forever
             _lines[key] = line

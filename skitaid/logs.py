@@ -73,22 +73,36 @@ class RequestLog:
         """One line per finished request (loop thread)."""
         if not self.wanted(request.path):
             return
-        user = bearer = "-"
-        auth = request.header("authorization")
-        if auth:
-            scheme, _, cred = auth.partition(" ")
-            if scheme.lower() == "bearer":
-                bearer = _quoted(cred)
-            elif scheme.lower() == "basic":
-                user = _quoted(_basic_user(cred))
+        user = bearer = referer = agent = "-"
+        xff = None
+        for name, value in request.headers:      # one pass for the five header fields
+            if name == "user-agent":
+                agent = _quoted(value)
+            elif name == "referer":
+                referer = _quoted(value)
+            elif name == "authorization":
+                scheme, _, cred = value.partition(" ")
+                scheme = scheme.lower()
+                if scheme == "bearer":
+                    bearer = _quoted(cred)
+                elif scheme == "basic":
+                    user = _quoted(_basic_user(cred))
+            elif name == "x-forwarded-for":
+                xff = value if xff is None else xff + "," + value
+        if xff:
+            # "a, b" would be two fields of a blank-separated line
+            xff = xff.replace(" ", "") or "-"
+        host = request.host
+        if not host:
+            host = "-"
+        elif " " in host:
+            host = _quoted(host)
         received = request.body.received if request.body is not None else 0
         line = "%s %s %s %s %s HTTP/%s %d %d %d %s %s %s %s %s %s %s %s %d %.2f %.2f\n" % (
             self._timestamp(), request.client[0] if request.client else "-",
-            request.host or "-", request.method, request.target, request.version,
+            host, request.method, request.target, request.version,
             received, status, sent, request.gtxid or "-", request.ltxid or "-",
-            user, bearer, _quoted(request.header("referer")),
-            _quoted(request.header("user-agent")),
-            request.header("x-forwarded-for") or "-", self.worker_id, active,
+            user, bearer, referer, agent, xff or "-", self.worker_id, active,
             handling_ms, transfer_ms)
         self._lines.append(line)
         if not self._scheduled:
@@ -99,7 +113,9 @@ class RequestLog:
         self._scheduled = False
         if not self._lines:
             return
-        data = "".join(self._lines).encode("utf-8", "replace")
+        # header values and the target are latin-1 str holding the bytes the
+        # client sent: encoding back to latin-1 logs those bytes (UTF-8 stays UTF-8)
+        data = "".join(self._lines).encode("latin-1", "replace")
         self._lines.clear()
         try:
             os.write(self._fd, data)

@@ -23,32 +23,46 @@ class Router:
     def __init__(self, groups):
         # groups: list of (names, [Mount]) with mounts sorted longest first
         self.exact = {}
-        self.suffixes = []
+        self.with_port = {}     # "example.com:8080": only when the Host header has that port
+        self.suffixes = []      # (".example.com", mounts, the bare name too?)
         self.fallback = None
         for names, mounts in groups:
             for name in names:
                 name = name.lower()
+                host, colon, port = name.rpartition(":")
+                if colon and port.isdigit() and not host.endswith(("]", ":")):
+                    self.with_port.setdefault(host.rstrip(".") + ":" + port, mounts)
+                    continue
+                name = name.rstrip(".")        # "example.com." is example.com
                 if name in ("default", "*"):
                     if self.fallback is None:
                         self.fallback = mounts
-                elif name.startswith("."):
-                    self.suffixes.append((name, mounts))
+                elif name.startswith("*."):    # subdomains only, as in nginx
+                    self.suffixes.append((name[1:], mounts, False))
+                elif name.startswith("."):     # the domain and its subdomains
+                    self.suffixes.append((name, mounts, True))
                 else:
                     self.exact.setdefault(name, mounts)
         self.suffixes.sort(key=lambda s: -len(s[0]))
 
-    def mounts_for(self, host):
+    def mounts_for(self, host, request=None):
+        if self.with_port and request is not None:
+            raw = request.header("host")
+            if raw:
+                mounts = self.with_port.get(raw.lower())
+                if mounts is not None:
+                    return mounts
         mounts = self.exact.get(host)
         if mounts is not None:
             return mounts
-        for suffix, mounts in self.suffixes:
-            if host.endswith(suffix) or host == suffix[1:]:
+        for suffix, mounts, bare in self.suffixes:
+            if host.endswith(suffix) or (bare and host == suffix[1:]):
                 return mounts
         return self.fallback
 
     def resolve(self, request):
         """(handler, resolved) or (None, None) when nothing is mounted there."""
-        mounts = self.mounts_for(request.host)
+        mounts = self.mounts_for(request.host, request)
         if not mounts:
             return None, None
         path = request.path

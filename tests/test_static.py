@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import urllib.parse
-import zlib
 
 import pytest
 

@@ -10,6 +10,7 @@ import os
 import stat
 import sys
 import threading
+import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
@@ -114,6 +115,7 @@ class _Response:
         call = self.loop.call_soon_threadsafe
         if not self.started:
             self.started = True
+            ex.t_handled = time.monotonic()      # the request log's handling/transfer split
             call(ex.start, self.status, self.headers, _content_length(self.headers))
         if not data:
             return
@@ -142,7 +144,11 @@ class _Response:
                 self.cond.notify_all()
 
     async def _wait_drain(self):
-        await self.exchange.drain()
+        # Look again: the client may have caught up (resume_writing ran)
+        # between _deliver and this task's first step; drain() would then wait
+        # for a resume_writing that only comes after another pause: a hang.
+        if self.exchange.writing_paused():
+            await self.exchange.drain()
         with self.cond:
             self.draining = False
             self.cond.notify_all()
@@ -182,7 +188,10 @@ class WSGIHandler:
     def handle(self, exchange, resolved=None):
         pool = self.pool
         if pool is None:
-            exchange.request.body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
+            body = exchange.request.body
+            if not body.complete:
+                _buffer_whole(body)
+            body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
             return
         limit = self.estimated_timeout
         if limit and pool.estimated_wait() > limit:
@@ -197,7 +206,9 @@ class WSGIHandler:
         env = self.base_environ.copy()
         path = req.path
         if "%" in path:
-            path = unquote_to_bytes(path).decode("latin-1")
+            # the raw path is latin-1 (one char per byte): back to those bytes
+            # first, or unquote_to_bytes would UTF-8-encode non-ASCII ones twice
+            path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
         script = self.script_name
         env["PATH_INFO"] = path[len(script):] if script else path
         env["REQUEST_METHOD"] = req.method
@@ -239,6 +250,9 @@ class WSGIHandler:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result, exchange.respond)
+            elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
+                owned, result = result, None      # sendfile: the file never passes through Python
+                self._send_file(exchange, resp, owned)
             else:
                 it = iter(result)
                 owned, result = result, None
@@ -311,6 +325,7 @@ class WSGIHandler:
         length = _content_length(resp.headers)
         count = size if length is None else min(size, length)
         resp.started = True
+        exchange.t_handled = time.monotonic()
 
         def on_loop():
             if exchange.closed:
@@ -359,6 +374,7 @@ class _InlineResponse(_Response):
         ex = self.exchange
         if not self.started:
             self.started = True
+            ex.t_handled = time.monotonic()
             ex.start(self.status, self.headers, _content_length(self.headers))
         ex.write(data)
 
@@ -368,6 +384,19 @@ class _InlineResponse(_Response):
         else:
             self.started = True
             self.exchange.respond(self.status, self.headers, b"")
+
+
+def _buffer_whole(body):
+    """threads = 0 runs the app once the whole body is here, and nobody reads
+    it before: the body must not stop the socket at its high-water mark, or an
+    upload over 1 MB hangs for ever. Marking it paused keeps RequestBody from
+    pausing; a pipelined body that already paused the socket is resumed.
+    Memory is bounded by max_upload_size. (Wants a public switch in body.py.)"""
+    with body._cond:
+        was_paused = body._paused
+        body._paused = True
+    if was_paused:
+        body._flow.body_resume()
 
 
 def _close(result):

@@ -25,8 +25,10 @@ MAX_PIPELINE = 16          # queued requests before we stop reading
 LINGER_SECONDS = 2.0       # after an early response, read and drop the rest for this long
 LINGER_BYTES = 1024 * 1024
 
-# connection states the sweeper looks at
-IDLE, HEAD, BUSY, LINGER = range(4)
+# connection states the sweeper looks at. DRAIN: a later request was bad;
+# earlier ones are still being answered, then the error goes out (input is
+# ignored meanwhile). States >= LINGER never parse again.
+IDLE, HEAD, BUSY, LINGER, DRAIN = range(5)
 
 
 class _Reject(Exception):
@@ -46,7 +48,7 @@ class H1Exchange(Exchange):
 
     __slots__ = ("conn", "request", "is_head", "closed", "status", "sent",
                  "head_sent", "chunked", "keep_alive", "done", "t_start",
-                 "t_handled", "version", "_drain_waiter", "ws")
+                 "t_handled", "version", "_drain_waiter", "ws", "remaining")
 
     def __init__(self, conn, request, keep_alive):
         self.conn = conn
@@ -62,6 +64,7 @@ class H1Exchange(Exchange):
         self.t_start = request.started
         self.t_handled = 0.0
         self.version = "1.1" if request.version == "1.1" else "1.0"
+        self.remaining = None    # body bytes still owed under a start() Content-Length
 
     # -- framing ------------------------------------------------------------
     def _head(self, status, headers, length):
@@ -85,8 +88,11 @@ class H1Exchange(Exchange):
             if _bad_value(value) or _bad_value(name):
                 raise ValueError("CR or LF in response header %r" % name)
             lines.append("%s: %s\r\n" % (name, value))
-        no_body = code < 200 or code == 204 or code == 304
-        if no_body:
+        if code < 200 or code == 204 or code == 304:
+            # These never carry a body, whatever the handler writes: flag the
+            # exchange like HEAD so write()/sendfile() drop it and the next
+            # response on the connection is not corrupted.
+            self.is_head = True
             if code == 304 and explicit_length is not None:
                 lines.append("Content-Length: %s\r\n" % explicit_length)
         elif length is not None:
@@ -102,6 +108,11 @@ class H1Exchange(Exchange):
             keep = False   # HTTP/1.0 without a length: the close ends the body
         if keep and self.conn.closing:
             keep = False
+        if keep and self.request.expect_continue and self.request.body.continue_pending:
+            # Answered before the app read the body: the client never got its
+            # 100 Continue and may or may not send the body now, so what
+            # follows cannot be framed. Close after this response.
+            keep = False
         self.keep_alive = keep
         if not keep:
             lines.append("Connection: close\r\n")
@@ -115,9 +126,11 @@ class H1Exchange(Exchange):
     def respond(self, status, headers, body=b""):
         if self.closed or self.head_sent:
             return
-        code = status_code(status)
-        head = self._head(status, headers, len(body))
-        if code < 200 or code == 204 or code == 304 or self.is_head:
+        try:
+            head = self._head(status, headers, len(body))
+        except ValueError:
+            return self._bad_head()
+        if self.is_head:       # HEAD, 1xx, 204, 304 (see _head)
             self.conn.send(head)
         else:
             self.conn.send(head + body if len(body) < 65536 else head)
@@ -129,27 +142,71 @@ class H1Exchange(Exchange):
     def start(self, status, headers, content_length=None):
         if self.closed or self.head_sent:
             return
-        self.conn.send(self._head(status, headers, content_length))
+        if content_length is not None and content_length < 0:
+            content_length = None
+        try:
+            head = self._head(status, headers, content_length)
+        except ValueError:
+            return self._bad_head()
+        if content_length is not None and not self.is_head:
+            self.remaining = content_length
+        self.conn.send(head)
+
+    def _bad_head(self):
+        """The handler's status or headers cannot be sent (CR/LF injection,
+        not latin-1): answer 500 and close instead of leaving the client
+        waiting; whatever the handler sends afterwards is dropped."""
+        self.conn.worker.log_exception("sending the response head for %s %s"
+                                       % (self.request.method, self.request.target))
+        self.status = 500
+        self.head_sent = True
+        self.chunked = False
+        self.keep_alive = False
+        body = b"" if self.request.method == "HEAD" else b"500 Internal Server Error\n"
+        self.conn.send(status_line(500, self.version) + dates.header() + SERVER_HEADER
+                       + b"Content-Type: text/plain\r\nContent-Length: 26\r\n"
+                         b"Connection: close\r\n\r\n" + body)
+        self.sent = len(body)
+        self.finish()
+        self.closed = True
 
     def write(self, data):
         if self.closed or self.is_head or not data:
             return
-        self.sent += len(data)
         if self.chunked:
-            self.conn.send(b"%x\r\n%b\r\n" % (len(data), data) if len(data) < 16384
-                           else b"%x\r\n" % len(data))
-            if len(data) >= 16384:
+            n = len(data)
+            self.sent += n
+            if n < 16384:
+                self.conn.send(b"%x\r\n%b\r\n" % (n, data))
+            else:
+                self.conn.send(b"%x\r\n" % n)
                 self.conn.send(data)
                 self.conn.send(b"\r\n")
-        else:
-            self.conn.send(data)
+            return
+        rem = self.remaining
+        if rem is not None:
+            if len(data) > rem:
+                # beyond the declared Content-Length: a keep-alive client
+                # would read the excess as the start of the next response
+                data = data[:rem]
+                if not data:
+                    return
+            self.remaining = rem - len(data)
+        self.sent += len(data)
+        self.conn.send(data)
 
     def finish(self):
         if self.done:
             return
         self.done = True
-        if not self.closed and self.chunked and not self.is_head:
-            self.conn.send(CHUNK_END)
+        if not self.closed:
+            if self.chunked:
+                if not self.is_head:
+                    self.conn.send(CHUNK_END)
+            elif self.remaining:
+                # short of the declared Content-Length: only a close tells the
+                # client, which would otherwise wait for the missing bytes
+                self.keep_alive = False
         self.conn.exchange_done(self)
 
     def abort(self):
@@ -179,6 +236,10 @@ class H1Exchange(Exchange):
         fd = conn.fd
         in_fd = file.fileno()
         ok = False
+        if self.is_head:
+            count = 0     # a 204/304 (see _head): no body
+        elif self.remaining is not None:
+            count = min(count, self.remaining)
         try:
             while count > 0 and not self.closed:
                 n = 0
@@ -190,23 +251,19 @@ class H1Exchange(Exchange):
                         n = 0
                     except OSError:
                         fd = None     # not a plain socket (or gone): copy instead
-                    if n == 0 and fd is not None and count > 0:
-                        chunk = os.pread(in_fd, min(count, 256 * 1024), offset)
-                        if not chunk:
-                            break
-                        self.write(chunk)
-                        n = len(chunk)
-                        self.sent -= n   # counted below
-                else:
+                    if n:
+                        self.sent += n
+                        if self.remaining is not None:
+                            self.remaining -= n
+                if not n:
+                    # socket full (the transport buffers it) or no sendfile
                     chunk = os.pread(in_fd, min(count, 256 * 1024), offset)
                     if not chunk:
                         break         # the file shrank under us
-                    self.write(chunk)
+                    self.write(chunk)     # counts sent / remaining itself
                     n = len(chunk)
-                    self.sent -= n
                 offset += n
                 count -= n
-                self.sent += n
                 if conn.write_paused or transport.get_write_buffer_size():
                     await conn.drain()
             ok = count == 0
@@ -248,8 +305,11 @@ class H1Connection(asyncio.Protocol):
         self._body_paused = False
         self._linger_bytes = 0
         self._in_head = False
+        self._head_started = 0.0   # when the head being received began (request_timeout)
         self._header_size = 0
         self._paused_since = 0.0
+        self._eof = False          # the client shut down its sending side
+        self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
         self.client = None
         self.server = None
@@ -266,10 +326,11 @@ class H1Connection(asyncio.Protocol):
         worker = self.worker
         worker.connections.add(self)
         if len(worker.connections) > self.limits.max_connections:
-            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                            b"Retry-After: 1\r\nConnection: close\r\n\r\n")
-            self.closing = True
-            transport.close()
+            # Linger rather than close: a request already on its way would
+            # make close() send a reset that can destroy the 503 in flight.
+            self.send(status_line(503) + dates.header() + SERVER_HEADER
+                      + b"Content-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+            self._linger()
 
     def connection_lost(self, exc):
         self.worker.connections.discard(self)
@@ -312,20 +373,29 @@ class H1Connection(asyncio.Protocol):
             await fut
 
     def eof_received(self):
-        # The client finished sending; let an in-flight response complete.
-        if self.current is None and not self._queue:
+        # The client finished sending. Requests it already sent are still
+        # answered, in order (a client may shut down its side right after
+        # pipelining them); the connection closes after the last one.
+        self._eof = True
+        if self.current is None:
             self.close_soon()
             return False
-        self.closing = True
+        req = self._parsing
+        if req is not None and self.state < LINGER:
+            # a request body cut short: that request can never complete
+            self.reject(400, "request body incomplete")
+        elif not self._queue:
+            self.closing = True
         return True
 
     def data_received(self, data):
         self.last_active = time.monotonic()
-        if self.state == LINGER:
-            self._linger_bytes += len(data)
-            if self._linger_bytes > LINGER_BYTES:
-                self.close_soon()
-            return
+        if self.state >= LINGER:
+            if self.state == LINGER:
+                self._linger_bytes += len(data)
+                if self._linger_bytes > LINGER_BYTES:
+                    self.close_soon()
+            return      # DRAIN: nothing after a bad request is parsed
         try:
             self.parser.feed_data(data)
         except _Reject as e:
@@ -347,10 +417,19 @@ class H1Connection(asyncio.Protocol):
             self.reject(400, str(e))
             return
         if self._in_head:
-            # llhttp buffers an unfinished head for us: bound it
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_size + self.limits.max_url_size:
-                self._too_big_head()
+            # llhttp buffers an unfinished head for us: bound it. Where a head
+            # starts inside a chunk is unknown (-1 from on_message_begin), so
+            # only the chunks after that one count (it is bounded by the read
+            # size); counting it whole would refuse a head that follows a big
+            # pipelined body in the same read.
+            n = self._head_bytes
+            if n < 0:
+                self._head_bytes = 0
+            else:
+                n += len(data)
+                self._head_bytes = n
+                if n > self.limits.max_header_size + self.limits.max_url_size:
+                    self._too_big_head()
 
     def _too_big_head(self):
         if self._headers or self._url:
@@ -361,7 +440,8 @@ class H1Connection(asyncio.Protocol):
     # -- parser callbacks -------------------------------------------------------
     def on_message_begin(self):
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = -1
+        self._head_started = self.last_active
         if self.state == IDLE:
             self.state = HEAD
         self._url = b""
@@ -388,6 +468,7 @@ class H1Connection(asyncio.Protocol):
             raw = url.decode("latin-1")
         except UnicodeDecodeError:   # pragma: no cover - latin-1 decodes anything
             raise _Reject(400, "bad request target")
+        authority = None
         if raw[:1] == "/":
             path, _, query = raw.partition("?")
             path = path.partition("#")[0]
@@ -401,7 +482,11 @@ class H1Connection(asyncio.Protocol):
                 raise _Reject(400, "bad request target")
             path = (parsed.path or b"/").decode("latin-1")
             query = (parsed.query or b"").decode("latin-1")
+            authority = parsed.host
         version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # llhttp takes "GET /" as HTTP/0.9: a request line without a version
+            raise _Reject(505 if version[:1] == "2" else 400, "unsupported HTTP version")
         req = Request(parser.get_method().decode("ascii"), raw, path, query, version,
                       self._headers, self.scheme, self.client, self.server)
         req.started = time.monotonic()
@@ -417,6 +502,10 @@ class H1Connection(asyncio.Protocol):
             elif k == "content-length":
                 length = int(v)   # llhttp validated it
             elif k == "transfer-encoding":
+                # llhttp refuses a last coding other than chunked only after
+                # this callback, when the request would already be dispatched
+                if not v.lower().endswith("chunked"):
+                    raise _Reject(400, "unsupported transfer coding")
                 chunked = True
             elif k == "expect":
                 if v.lower() == "100-continue":
@@ -428,6 +517,9 @@ class H1Connection(asyncio.Protocol):
                 raise _Reject(400, "missing Host header")
             host = ""
         req.host = host.rpartition(":")[0].lower() if ":" in host and not host.endswith("]") else host.lower()
+        if authority:
+            # RFC 9112 3.2.2: the authority of an absolute-form target wins
+            req.host = authority.decode("latin-1").lower()
         req.content_length = length
         req.chunked = chunked
         if length is not None and length > self.limits.max_upload_size:
@@ -489,12 +581,22 @@ class H1Connection(asyncio.Protocol):
         if self._queue:
             nxt = self._queue.popleft()
             self.current = nxt
+            if self._eof and not self._queue:
+                self.closing = True    # the client's last request: close after it
             if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
                 self._resume_reading()
             self.worker.dispatch(nxt)
-        elif self._parsing is None and not self._in_head:
-            self.state = IDLE
-            self.last_active = time.monotonic()
+        elif self.state == DRAIN:
+            self._send_error(*self._error_after)
+        elif self._parsing is None:
+            if not self._in_head:
+                self.state = IDLE
+                self.last_active = time.monotonic()
+            else:
+                # A pipelined head is still arriving: time it like any head
+                # from now on (BUSY has no head timeout: a slowloris hole).
+                self.state = HEAD
+                self._head_started = time.monotonic()
 
     def send_continue(self):
         cur = self.current
@@ -542,16 +644,42 @@ class H1Connection(asyncio.Protocol):
 
     # -- errors and closing --------------------------------------------------------
     def reject(self, status, detail):
-        """Answer a request we could not parse or will not take, then close."""
+        """Answer a request we could not parse or will not take, then close.
+
+        The error belongs to the request being parsed (or to a new one):
+        requests received before it are still answered first, in order, or a
+        pipelining client would take our error for the answer to one of them.
+        """
+        if self.state >= LINGER:
+            return      # already failed: a broken parser repeats its error
         self.worker.count_rejected(status, detail, self.client)
+        req = self._parsing
+        self._parsing = None
+        if req is not None and req.body is not EMPTY_BODY and not req.body.complete:
+            req.body.fail(ClientDisconnected(detail))   # wakes an app thread reading it
         cur = self.current
-        self.closing = True
-        if cur is not None and cur.head_sent:
-            self.close_now()
-            return
-        if cur is not None:
-            cur.closed = True   # its handler's output is dropped
-            self.current = None
+        if req is not None:
+            if cur is not None and cur.request is req:
+                if cur.head_sent:
+                    self.close_now()    # its answer is under way: no status fits now
+                    return
+                cur.closed = True       # its handler's output is dropped
+                self.current = cur = None
+            elif self._queue and self._queue[-1].request is req:
+                self._queue.pop().closed = True
+            else:
+                # answered already (the rest of its body was being dropped):
+                # a status now would be taken for the answer to a later request
+                self._linger()
+                return
+        if cur is None:
+            self._send_error(status, detail)
+        else:
+            self._error_after = (status, detail)
+            self.state = DRAIN
+            self._pause_reading()
+
+    def _send_error(self, status, detail):
         body = ("%d %s\n" % (status, detail)).encode("latin-1", "replace")
         head = status_line(status) + dates.header() + SERVER_HEADER
         self.send(head + b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
@@ -565,14 +693,14 @@ class H1Connection(asyncio.Protocol):
         self.state = LINGER
         self.last_active = time.monotonic()
         self._linger_bytes = 0
+        if self._eof or not self.transport.can_write_eof():
+            self.close_soon()     # nothing more will come: no need to linger
+            return
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
         self.flush()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        else:
-            self.close_soon()
+        self.transport.write_eof()
 
     def close_soon(self):
         self.closing = True
@@ -595,27 +723,25 @@ class H1Connection(asyncio.Protocol):
     def sweep(self, now):
         """Called about once a second by the worker to enforce timeouts."""
         state = self.state
-        idle = now - self.last_active
         limits = self.limits
         if state == IDLE:
-            if idle > limits.keep_alive or self.closing:
+            if now - self.last_active > limits.keep_alive or self.closing:
                 self.close_soon()
         elif state == HEAD:
-            if idle > limits.request_timeout:
+            # The whole head must arrive in time, however it trickles in
+            # (a byte now and then would otherwise hold the connection forever).
+            if now - self._head_started > limits.request_timeout:
                 self.reject(408, "request timeout")
         elif state == LINGER:
-            if idle > LINGER_SECONDS:
+            if now - self.last_active > LINGER_SECONDS:
                 self.close_soon()
-        elif state == BUSY:
-            cur = self.current
-            body = self._parsing.body if self._parsing is not None else None
-            if body is not None and body is not EMPTY_BODY and not body.complete \
-                    and not self._reading_paused and idle > limits.request_timeout:
-                # a stalled upload
-                body.fail(ClientDisconnected("request body timed out"))
-                if cur is not None and not cur.head_sent:
-                    self.reject(408, "request timeout")
-                else:
-                    self.close_now()
+        else:   # BUSY, DRAIN
+            req = self._parsing
+            body = req.body if req is not None else EMPTY_BODY
+            if body is not EMPTY_BODY and not body.complete and not self._reading_paused \
+                    and not body.continue_pending \
+                    and now - self.last_active > limits.request_timeout:
+                # a stalled upload (not one waiting for our 100 Continue)
+                self.reject(408, "request timeout")
             elif self.write_paused and now - self._paused_since > limits.response_timeout:
                 self.close_now()   # the client stopped reading

@@ -17,6 +17,7 @@ class ThreadPool:
         self._queue = SimpleQueue()
         self._threads = []
         self.avg_service = 0.0     # moving average of a job's run time, seconds
+        self._samples = 0          # jobs averaged so far, up to 32
         for i in range(size):
             t = threading.Thread(target=self._run, name="%s-%d" % (name, i), daemon=True)
             t.start()
@@ -43,8 +44,14 @@ class ThreadPool:
             except BaseException:       # a job must never kill the thread
                 from ..logs import error_log
                 error_log.exception("unhandled error in app thread")
-            # exponential moving average over ~32 jobs, as the original did
-            self.avg_service += (clock() - t0 - self.avg_service) / 32.0
+            # moving average over ~32 jobs, as the original did. The first 32
+            # jobs get a plain mean: an average that starts from 0 and moves by
+            # 1/32 would take ~100 jobs to notice that the app is slow, and the
+            # 503 rule would never fire in the burst that needs it.
+            n = self._samples
+            if n < 32:
+                n = self._samples = n + 1
+            self.avg_service += (clock() - t0 - self.avg_service) / n
 
     def shutdown(self, timeout=None):
         for _ in self._threads:

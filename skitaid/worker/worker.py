@@ -84,6 +84,8 @@ class Worker:
 
     async def _shutdown(self, graceful):
         self._stopping = True
+        error_log.info("stopping %s, %d connection(s) open",
+                       "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
             server.close()       # stop accepting; the sockets stay for the master
         deadline = time.monotonic() + (self.config.graceful_timeout if graceful else 0)
@@ -136,8 +138,11 @@ class Worker:
         log = self.request_log
         if log.enabled:
             now = time.monotonic()
+            # handling: until the head went out (handlers that stream stamp
+            # t_handled then); transfer: from there to the end of the body
+            handled = exchange.t_handled or now
             log.log(exchange.request, exchange.status, exchange.sent, len(self.connections),
-                    (now - exchange.t_start) * 1000.0, 0.0)
+                    (handled - exchange.t_start) * 1000.0, (now - handled) * 1000.0)
 
     def exchange_aborted(self, exchange):
         if not exchange.done:
