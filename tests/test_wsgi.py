@@ -736,6 +736,24 @@ def test_streaming_to_a_client_that_does_not_read_is_bounded(srv):
     assert wait_for(lambda: flag(srv, "huge-closed-paused"), 5)
 
 
+def test_streaming_bounded_after_client_half_close(srv):
+    # HTTP lets a client shut down its sending side after the request; the
+    # response must still be produced at the client's pace
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /stream/huge?name=halfclosed HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        watch = RSSWatch(srv)
+        time.sleep(1.5)
+        produced = int(request(srv, "GET", "/stream/progress?name=halfclosed")[1])
+        grew = watch.stop()
+        assert produced < 30 * MB, "%.1f MB produced for a client that reads nothing" % (produced / MB)
+        assert grew < 30 * MB, "RSS grew %.1f MB" % (grew / MB)
+    finally:
+        s.close()
+
+
 # -- app errors ------------------------------------------------------------------------
 
 def test_app_exception_gives_500_without_traceback(srv):
@@ -787,9 +805,8 @@ DEBUG_SCRIPT = '''
 import os, skitaid
 def app(environ, start_response):
     raise ValueError("debug-visible <b>")
-skitaid.mount("/", app)
 skitaid.enable_debug()
-skitaid.run(port=int(os.environ["PORT"]), threads=int(os.environ.get("THREADS", "2")))
+skitaid.mount("/", app)(port=int(os.environ["PORT"]), threads=int(os.environ.get("THREADS", "2")))
 '''
 
 
@@ -825,6 +842,7 @@ def test_threads_run_apps_concurrently(srv):
 
 INLINE_SCRIPT = '''
 import hashlib, os, skitaid
+PROGRESS = [0]
 
 def app(environ, start_response):
     if environ["REQUEST_METHOD"] == "POST":
@@ -835,6 +853,18 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"%03d," % i for i in range(100))
+    if environ["PATH_INFO"] == "/huge":          # 100 MB, progress counted
+        PROGRESS[0] = 0
+        def gen():
+            chunk = b"z" * 65536
+            for _ in range(1600):
+                yield chunk
+                PROGRESS[0] += len(chunk)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return gen()
+    if environ["PATH_INFO"] == "/progress":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(PROGRESS[0]).encode()]
     if environ["PATH_INFO"] == "/file":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](open(__file__, "rb"))
@@ -897,6 +927,29 @@ def test_threads_zero_inline(serve, tmp_path):
     assert body == ("%d %s" % (len(data), hashlib.sha256(data).hexdigest())).encode()
 
 
+def test_threads_zero_streaming_to_a_client_that_does_not_read_is_bounded(serve):
+    s = serve(INLINE_SCRIPT)
+    request(s, "GET", "/")
+    watch = RSSWatch(s)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /huge HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(1.0)
+        # the loop is not stuck in the app: other requests are served meanwhile
+        produced = int(request(s, "GET", "/progress")[1])
+        time.sleep(0.3)
+        assert int(request(s, "GET", "/progress")[1]) == produced, "not paused"
+        assert 0 < produced < 30 * MB, "%.1f MB produced for a client that reads nothing" % (produced / MB)
+        grew = watch.peak - watch.start
+        assert grew < 30 * MB, "RSS grew %.1f MB while paused" % (grew / MB)
+        r, body = raw_response(sock)
+        assert len(body) == 100 * MB
+    finally:
+        sock.close()
+        watch.stop()
+
+
 BUSY_SCRIPT = '''
 import os, time, skitaid
 
@@ -909,8 +962,9 @@ skitaid.mount("/", app)
 if os.environ.get("VIA") == "api":
     skitaid.set_503_estimated_timeout(1)
     skitaid.run(port=int(os.environ["PORT"]), threads=1)
-else:
-    skitaid.run(port=int(os.environ["PORT"]), threads=1, estimated_timeout=1)
+else:                               # the [server] key, through skitaid.config()
+    skitaid.config(threads=1, estimated_timeout=1)
+    skitaid.run(port=int(os.environ["PORT"]))
 '''
 
 

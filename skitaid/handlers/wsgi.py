@@ -6,6 +6,7 @@ streamed bodies chunk by chunk with backpressure (the app thread waits while
 the client is not keeping up). With `threads = 0` the app runs on the loop
 itself, after the whole request body has arrived.
 """
+import asyncio
 import os
 import stat
 import sys
@@ -265,9 +266,19 @@ class WSGIHandler:
 
     async def _pump(self, exchange, resp, it, result):
         try:
+            unflushed = 0
             for chunk in it:
                 if chunk:
                     resp.write(chunk)
+                    # Output is batched until the loop's next flush, so the
+                    # transport cannot report "paused" while this loop runs
+                    # without yielding: every STREAM_HIGH_WATER bytes, let the
+                    # flush happen, or a client that does not read gets the
+                    # whole body buffered in memory.
+                    unflushed += len(chunk)
+                    if unflushed >= STREAM_HIGH_WATER:
+                        unflushed = 0
+                        await asyncio.sleep(0)
                     if exchange.writing_paused():
                         await exchange.drain()
                 if exchange.closed:

@@ -50,7 +50,7 @@ class H1Exchange(Exchange):
                  "head_sent", "chunked", "keep_alive", "done", "t_start",
                  "t_handled", "version", "_drain_waiter", "ws", "remaining")
 
-    def __init__(self, conn, request, keep_alive):
+    def __init__(self, conn, request, keep_alive, version):
         self.conn = conn
         self.request = request
         self.is_head = request.method == "HEAD"
@@ -63,7 +63,7 @@ class H1Exchange(Exchange):
         self.done = False
         self.t_start = request.started
         self.t_handled = 0.0
-        self.version = "1.1" if request.version == "1.1" else "1.0"
+        self.version = version   # "1.1" | "1.0": how we answer
         self.remaining = None    # body bytes still owed under a start() Content-Length
 
     # -- framing ------------------------------------------------------------
@@ -108,11 +108,6 @@ class H1Exchange(Exchange):
             keep = False   # HTTP/1.0 without a length: the close ends the body
         if keep and self.conn.closing:
             keep = False
-        if keep and self.request.expect_continue and self.request.body.continue_pending:
-            # Answered before the app read the body: the client never got its
-            # 100 Continue and may or may not send the body now, so what
-            # follows cannot be framed. Close after this response.
-            keep = False
         self.keep_alive = keep
         if not keep:
             lines.append("Connection: close\r\n")
@@ -137,7 +132,8 @@ class H1Exchange(Exchange):
             if len(body) >= 65536:
                 self.conn.send(body)
             self.sent = len(body)
-        self.finish()
+        self.done = True       # finish(), inlined: never chunked, length exact
+        self.conn.exchange_done(self)
 
     def start(self, status, headers, content_length=None):
         if self.closed or self.head_sent:
@@ -241,7 +237,9 @@ class H1Exchange(Exchange):
         elif self.remaining is not None:
             count = min(count, self.remaining)
         try:
-            while count > 0 and not self.closed:
+            # (is_closing: after an abort, connection_lost comes a little
+            # later; until then `fd` may be closed or even reused)
+            while count > 0 and not self.closed and not transport.is_closing():
                 n = 0
                 conn.flush()
                 if fd is not None and not self.chunked and transport.get_write_buffer_size() == 0:
@@ -264,8 +262,12 @@ class H1Exchange(Exchange):
                     n = len(chunk)
                 offset += n
                 count -= n
-                if conn.write_paused or transport.get_write_buffer_size():
+                if conn.write_paused:
                     await conn.drain()
+                elif count > 0:
+                    # a client that keeps up would otherwise have the loop to
+                    # itself until the whole file is out
+                    await asyncio.sleep(0)
             ok = count == 0
         except Exception:
             conn.worker.log_exception("sendfile")
@@ -277,6 +279,23 @@ class H1Exchange(Exchange):
                     self.finish()
                 else:
                     self.abort()
+
+
+class _ExpectExchange(H1Exchange):
+    """An exchange whose client sent `Expect: 100-continue` (a subclass, so
+    ordinary requests pay nothing for the check)."""
+
+    __slots__ = ()
+
+    def _head(self, status, headers, length):
+        head = H1Exchange._head(self, status, headers, length)
+        if self.keep_alive and self.request.body.continue_pending:
+            # Answered before the app read the body: the client never got its
+            # 100 Continue and may or may not send the body now, so what
+            # follows cannot be framed. Close after this response.
+            self.keep_alive = False
+            head = head[:-2] + b"Connection: close\r\n\r\n"
+        return head
 
 
 class H1Connection(asyncio.Protocol):
@@ -365,7 +384,13 @@ class H1Connection(asyncio.Protocol):
 
     async def drain(self):
         self.flush()
-        if (self.write_paused or self.transport.get_write_buffer_size()) and not self.closing:
+        # Wait only while paused: resume_writing() comes only after a
+        # pause_writing(), so waiting on a merely non-empty buffer (below the
+        # high-water mark) could wait forever. Wait even if we mean to close
+        # after this response (`closing`, e.g. the client half-closed), or a
+        # producer outruns a slow reader without bound. connection_lost()
+        # wakes every waiter.
+        if self.write_paused and not self.transport.is_closing():
             fut = self.loop.create_future()
             if self._drain_waiters is None:
                 self._drain_waiters = []
@@ -484,7 +509,7 @@ class H1Connection(asyncio.Protocol):
             query = (parsed.query or b"").decode("latin-1")
             authority = parsed.host
         version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
+        if version != "1.1" and version != "1.0":   # (validated here, H1Exchange trusts it)
             # llhttp takes "GET /" as HTTP/0.9: a request line without a version
             raise _Reject(505 if version[:1] == "2" else 400, "unsupported HTTP version")
         req = Request(parser.get_method().decode("ascii"), raw, path, query, version,
@@ -525,13 +550,16 @@ class H1Connection(asyncio.Protocol):
         if length is not None and length > self.limits.max_upload_size:
             raise _Reject(413, "request body too large")
         if length or chunked:
-            req.body = RequestBody(self, self.loop, expect and version == "1.1")
+            expect = expect and version == "1.1"    # 1.0 clients do not wait for 100
+            req.body = RequestBody(self, self.loop, expect)
             req.expect_continue = expect
+            ex_class = _ExpectExchange if expect else H1Exchange
         else:
             req.body = EMPTY_BODY
+            ex_class = H1Exchange
         self._parsing = req
         self.state = BUSY
-        ex = H1Exchange(self, req, parser.should_keep_alive() and not self.closing)
+        ex = ex_class(self, req, parser.should_keep_alive() and not self.closing, version)
         if self.current is None:
             self.current = ex
             self.worker.dispatch(ex)
@@ -586,12 +614,12 @@ class H1Connection(asyncio.Protocol):
             if self._reading_paused and len(self._queue) < MAX_PIPELINE // 2:
                 self._resume_reading()
             self.worker.dispatch(nxt)
-        elif self.state == DRAIN:
-            self._send_error(*self._error_after)
         elif self._parsing is None:
             if not self._in_head:
                 self.state = IDLE
                 self.last_active = time.monotonic()
+            elif self.state == DRAIN:   # (reject() sets _in_head to get here)
+                self._send_error(*self._error_after)
             else:
                 # A pipelined head is still arriving: time it like any head
                 # from now on (BUSY has no head timeout: a slowloris hole).
@@ -677,6 +705,7 @@ class H1Connection(asyncio.Protocol):
         else:
             self._error_after = (status, detail)
             self.state = DRAIN
+            self._in_head = True    # keeps exchange_done off its fast path
             self._pause_reading()
 
     def _send_error(self, status, detail):
