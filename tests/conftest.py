@@ -18,6 +18,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for(predicate, timeout=10.0, interval=0.02):
+    """Poll `predicate` until it returns something true, or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
 def wait_for_port(port, proc=None, timeout=15.0, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, ServerProc, free_port, wait_for_port
+from conftest import ROOT, ServerProc, free_port, wait_for, wait_for_port
 
 
 def get(port, path, host=None, headers=None, method="GET", body=None, timeout=10):
@@ -27,16 +27,6 @@ def get(port, path, host=None, headers=None, method="GET", body=None, timeout=10
     data = r.read()
     c.close()
     return r.status, data
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def write(path, text):

@@ -18,7 +18,7 @@ import weakref
 import psutil
 import pytest
 
-from conftest import ServerProc
+from conftest import ServerProc, wait_for
 
 MB = 1024 * 1024
 
@@ -302,16 +302,6 @@ def raw_response(sock, method="GET"):
     r = http.client.HTTPResponse(reader, method=method)
     r.begin()
     return r, r.read()
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def flag(srv, name):

@@ -38,6 +38,7 @@ class Worker:
         self.connections = set()
         self.servers = []
         self.requests = 0
+        self.rejected = 0
         self._stop = None
         self._stopping = False
         self._flush_queue = []
@@ -151,7 +152,9 @@ class Worker:
             self.exchange_finished(exchange)
 
     def count_rejected(self, status, detail, client):
-        error_log.info("rejected request from %s: %d %s", client[0] if client else "-", status, detail)
+        # Debug level: a flood of garbage requests must not become a flood of log lines.
+        self.rejected += 1
+        error_log.debug("rejected request from %s: %d %s", client[0] if client else "-", status, detail)
 
     def log_exception(self, what):
         error_log.exception("error while %s", what)
