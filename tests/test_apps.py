@@ -487,3 +487,23 @@ def test_graceful_stop_finishes_in_flight_request(serve, tmp_path):
     assert result.get("r") == (200, b"finished /slow"), result
     assert s.proc.wait(10) == 0
     assert "stopping gracefully" in s.log
+
+
+def test_request_log_to_a_file_and_reopen_on_usr1(serve, tmp_path):
+    log_file = tmp_path / "request.log"
+    s = serve('''
+import os, skitaid
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+skitaid.mount("/", app)
+skitaid.run(address="127.0.0.1", port=int(os.environ["PORT"]), request_log_file=%r)
+''' % str(log_file))
+    assert get(s.port, "/first")[0] == 200
+    assert wait_for(lambda: log_file.exists() and " /first " in log_file.read_text())
+    assert " /first " not in s.log            # not on the console
+    # logrotate: rename, USR1, and the next line goes to a new file
+    log_file.rename(tmp_path / "request.log.1")
+    s.proc.send_signal(signal.SIGUSR1)
+    assert wait_for(lambda: get(s.port, "/second")[0] == 200 and log_file.exists()
+                    and " /second " in log_file.read_text(), timeout=5)

@@ -95,6 +95,7 @@ _SERVER_KEYS = {
     "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
     "debug": ("debug", v.boolean),
     "request_log": ("request_log", v.boolean),
+    "request_log_file": ("request_log_file", v.text()),
     "log_off": ("log_off", v.words),
     "user": ("user", v.text()),
     "group": ("group", v.text()),

@@ -91,8 +91,8 @@ class ServerConfig:
     graceful_timeout: float = 30.0
     num_result_cache_max: int = 200
     debug: bool = False
-    # request log: "" → console (stderr), a path → that file; request_log=False → off
-    request_log: bool = True
+    request_log: bool = True               # False → no request log at all
+    request_log_file: str = ""             # "" → console (stderr), else this file (reopened on USR1)
     log_off: Tuple[str, ...] = ()          # "/static/" prefixes, "*.css" suffixes
     hosts: Tuple[HostGroup, ...] = ()
     source: str = ""                       # the file this server came from

@@ -60,7 +60,8 @@ class Worker:
         loop = self.loop
         self._stop = loop.create_future()
         self.pool = ThreadPool(config.threads) if config.threads > 0 else None
-        self.request_log = RequestLog(loop, self.request_log_path, "W%d" % self.worker_id,
+        self.request_log = RequestLog(loop, self.request_log_path or config.request_log_file or None,
+                                      "W%d" % self.worker_id,
                                       config.log_off, config.request_log)
         self.router = build_router(config, self)
         for sock in self.sockets:
