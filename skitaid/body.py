@@ -107,6 +107,16 @@ class RequestBody:
                 self._paused = False
                 self._flow.body_resume()
 
+    def buffer_all(self):
+        """Keep everything until the end: no reader will drain this body before
+        it is complete (threads = 0 runs the app after the whole body is here),
+        so flow control must not stop the socket. Bounded by max_upload_size."""
+        with self._cond:
+            was_paused = self._paused
+            self._paused = True       # "already paused": feed() never pauses again
+        if was_paused:
+            self._flow.body_resume()
+
     def on_complete(self, callback):
         """Call `callback` (loop thread) once the whole body has arrived."""
         if self.complete:

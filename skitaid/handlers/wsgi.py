@@ -101,15 +101,19 @@ class _Response:
         return self.write
 
     # -- thread → loop ---------------------------------------------------------
-    def write(self, data):
-        """The PEP 3333 write() callable, and the streaming path."""
+    def _checked(self, data):
+        """A body chunk as bytes, or the error PEP 3333 asks for."""
         if type(data) is not bytes:
-            if isinstance(data, (bytearray, memoryview)):
-                data = bytes(data)
-            else:
+            if not isinstance(data, (bytearray, memoryview)):
                 raise TypeError("response body chunks must be bytes, got %s" % type(data).__name__)
+            data = bytes(data)
         if self.status is None:
             raise AssertionError("write() before start_response()")
+        return data
+
+    def write(self, data):
+        """The PEP 3333 write() callable, and the streaming path."""
+        data = self._checked(data)
         ex = self.exchange
         if ex.closed:
             raise ClientDisconnected("client disconnected")
@@ -191,7 +195,7 @@ class WSGIHandler:
         if pool is None:
             body = exchange.request.body
             if not body.complete:
-                _buffer_whole(body)
+                body.buffer_all()
             body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
             return
         limit = self.estimated_timeout
@@ -375,13 +379,7 @@ class _InlineResponse(_Response):
     __slots__ = ()
 
     def write(self, data):
-        if type(data) is not bytes:
-            if isinstance(data, (bytearray, memoryview)):
-                data = bytes(data)
-            else:
-                raise TypeError("response body chunks must be bytes, got %s" % type(data).__name__)
-        if self.status is None:
-            raise AssertionError("write() before start_response()")
+        data = self._checked(data)
         ex = self.exchange
         if not self.started:
             self.started = True
@@ -395,19 +393,6 @@ class _InlineResponse(_Response):
         else:
             self.started = True
             self.exchange.respond(self.status, self.headers, b"")
-
-
-def _buffer_whole(body):
-    """threads = 0 runs the app once the whole body is here, and nobody reads
-    it before: the body must not stop the socket at its high-water mark, or an
-    upload over 1 MB hangs for ever. Marking it paused keeps RequestBody from
-    pausing; a pipelined body that already paused the socket is resumed.
-    Memory is bounded by max_upload_size. (Wants a public switch in body.py.)"""
-    with body._cond:
-        was_paused = body._paused
-        body._paused = True
-    if was_paused:
-        body._flow.body_resume()
 
 
 def _close(result):
