@@ -32,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skitaid", parents=[common],
         description="skitaid: a Python application server for UNIX")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parsers = {}
     for name, help_text in COMMANDS:
-        sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        parsers[name] = sub.add_parser(name, parents=[common], help=help_text,
+                                       description=help_text)
+    parsers["status"].add_argument("--json", action="store_true",
+                                   help="machine-readable output")
+    parsers["restart"].add_argument("server", nargs="?",
+                                    help="replace only this server's workers, gracefully")
     return parser
 
 
@@ -47,6 +53,13 @@ def _load(args):
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return None
+
+
+def _loader(args):
+    """What the master calls to re-read the same config dir on reload."""
+    from .config import find_config_dir, load_config
+    config_dir = find_config_dir(getattr(args, "config_dir", None))
+    return lambda: load_config(config_dir)
 
 
 def describe_server(server) -> str:
@@ -70,22 +83,35 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_daemon(args) -> int:
+    """run, start, stop, restart, reload, status: talk to (or become) the master."""
     config = _load(args)
     if config is None:
         return 1
-    from .worker.server import serve    # lazily: `check` needs no event loop
-    return serve(config)
+    from .daemon import commands   # lazily: `check` needs no daemon code
+    cmd = args.command
+    if cmd == "run":
+        return commands.run(config, _loader(args))
+    if cmd == "start":
+        return commands.start(config, _loader(args))
+    if cmd == "stop":
+        return commands.stop(config)
+    if cmd == "restart":
+        if args.server:
+            return commands.restart_server(config, args.server)
+        return commands.restart(config, _loader(args))
+    if cmd == "reload":
+        return commands.reload(config)
+    return commands.status(config, args.json)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
-    if args.command == "run":
-        return cmd_run(args)
-    print("skitaid %s: not implemented yet: comes with the daemon" % args.command,
-          file=sys.stderr)
+    if args.command in ("run", "start", "stop", "restart", "reload", "status"):
+        return cmd_daemon(args)
+    print("skitaid %s: not implemented yet" % args.command, file=sys.stderr)
     return 2
 
 

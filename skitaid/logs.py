@@ -22,6 +22,33 @@ def setup_error_log(path=None, debug=False):
     error_log.propagate = False
 
 
+_stdio_path = None
+
+
+def reopen_stdio():
+    """USR1: reopen the daemon's error log (stdout/stderr) if it is a file."""
+    if _stdio_path:
+        redirect_stdio(_stdio_path)
+
+
+def redirect_stdio(path):
+    """Point this process's stdout and stderr (fds 1 and 2) at the log file `path`.
+
+    The daemon logs through stderr, so reopening after logrotate is one
+    dup2(); tracebacks and faulthandler dumps land in the same file."""
+    global _stdio_path
+    _stdio_path = path
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def _quoted(value):
     return '"%s"' % value.replace('"', "'") if value else "-"
 

@@ -60,6 +60,10 @@ class ServerProc:
                                      stdout=self._log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.port, self.proc)
+            # the master listens before its workers have imported the apps:
+            # wait for its "ready" line so timing-sensitive tests start clean
+            if not wait_for(lambda: " ready: " in self.log or self.proc.poll() is not None, 15):
+                raise TimeoutError("no ready line")
         except Exception:
             self.stop()
             raise RuntimeError("server did not start:\n" + self.log)

@@ -451,9 +451,10 @@ def test_check_problems(tmp_path):
     ]
 
 
-def test_check_builtin_default_and_daemon_commands():
+def test_check_builtin_default_and_status_when_stopped():
     result = run_cli("check", "-c", DEFAULT_DIR)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("configuration OK: 1 server(s)\n  default  http://127.0.0.1:5000")
-    result = run_cli("status")
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
+    result = run_cli("status", "-c", DEFAULT_DIR)
+    # LSB: 3 = not running
+    assert result.returncode == 3 and "not running" in result.stdout

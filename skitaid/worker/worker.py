@@ -6,11 +6,12 @@ SIGTERM/SIGINT (stop accepting, finish in-flight requests up to
 `graceful_timeout`, then close what is left) and at once on SIGQUIT.
 """
 import asyncio
+import random
 import signal
 import time
 
 from ..handlers.errors import error_response
-from ..logs import RequestLog, error_log
+from ..logs import RequestLog, error_log, reopen_stdio
 from ..protocols.h1 import H1Connection
 from ..routing import build_router
 from .threadpool import ThreadPool
@@ -25,12 +26,15 @@ def new_event_loop():
 
 
 class Worker:
-    def __init__(self, config, sockets, worker_id=0, request_log_path=None):
+    def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
         self.worker_id = worker_id
         self.request_log_path = request_log_path
+        # the master's view of this worker (daemon/scoreboard.py); None when standalone
+        self.slot = slot
+        self._recycle_at = 0
         self.loop = None
         self.pool = None
         self.router = None
@@ -71,8 +75,13 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
-        loop.add_signal_handler(signal.SIGUSR1, self.request_log.reopen)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         self._sweep_handle = loop.call_later(1.0, self._sweep)
+        if self.slot is not None:
+            from ..daemon.scoreboard import READY
+            self._recycle_at = config.max_requests + (
+                random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
+            self.slot.set(READY, 0)
         graceful = await self._stop
         await self._shutdown(graceful)
         return 0
@@ -86,6 +95,9 @@ class Worker:
 
     async def _shutdown(self, graceful):
         self._stopping = True
+        if self.slot is not None:
+            from ..daemon.scoreboard import STOPPING
+            self.slot.set(STOPPING, self.requests)
         error_log.info("stopping %s, %d connection(s) open",
                        "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
@@ -102,10 +114,23 @@ class Worker:
             self.pool.shutdown(timeout=1.0)
         await asyncio.sleep(0)
 
+    def reopen_logs(self):
+        """USR1 (logrotate): the request log and, under the daemon, the error log."""
+        self.request_log.reopen()
+        reopen_stdio()
+
     def _sweep(self):
         now = time.monotonic()
         for conn in list(self.connections):
             conn.sweep(now)
+        slot = self.slot
+        if slot is not None and not self._stopping:
+            # the heartbeat: a loop that stops coming here is hung
+            if self._recycle_at and self.requests >= self._recycle_at:
+                from ..daemon.scoreboard import RECYCLE
+                slot.set(RECYCLE, self.requests)
+            else:
+                slot.beat(self.requests)
         self._sweep_handle = self.loop.call_later(1.0, self._sweep)
 
     # -- called by protocols ------------------------------------------------------

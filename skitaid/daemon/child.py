@@ -1,0 +1,62 @@
+"""What a freshly forked worker does before it serves: the child side of spawn.
+
+Order matters: forget the master's signal handling and file descriptors,
+take a readable process title, drop privileges, and only then let the
+Worker import any app code.
+"""
+import faulthandler
+import os
+import signal
+import sys
+
+from ..logs import error_log
+
+_MASTER_ONLY = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH)
+_DEFAULTS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGALRM, signal.SIGABRT)
+
+
+def set_title(title):
+    try:
+        from setproctitle import setproctitle
+    except ImportError:     # only cosmetic
+        return
+    setproctitle(title)
+
+
+def worker_main(server, sockets, index, slot, credentials, request_log_path, close):
+    """Runs in the child after fork(); never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in _MASTER_ONLY:
+            signal.signal(sig, signal.SIG_IGN)
+        for sig in _DEFAULTS:
+            signal.signal(sig, signal.SIG_DFL)
+        for obj in close:               # the master's copies of what this worker must not hold
+            try:
+                obj.close()
+            except OSError:
+                pass
+        set_title("skitaid: %s worker #%d" % (server.name, index))
+        if credentials is not None:
+            from .privileges import drop
+            drop(credentials)
+        elif os.geteuid() == 0 and server.user:
+            raise RuntimeError("refusing to serve as root: user %r was not resolved" % server.user)
+        # SIGABRT from the master (hung worker): every thread's stack goes to
+        # the error log (stderr), then the worker dies of the signal
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+        from ..worker.worker import Worker
+        code = Worker(server, sockets, index, request_log_path, slot).run()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        error_log.exception("server %r: worker #%d could not start", server.name, index)
+        code = 3
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

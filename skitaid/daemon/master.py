@@ -1,0 +1,476 @@
+"""The master process: binds listeners, forks worker pools, supervises them.
+
+One loop on one thread. Signals only queue their number (and wake the loop
+through the wakeup fd); they are handled in the loop, as are control-socket
+requests, child exits and the periodic checks of every pool. The master
+never imports app code: workers do that after fork, once they have dropped
+privileges.
+"""
+import os
+import selectors
+import signal
+import time
+
+from ..logs import error_log, reopen_stdio
+from . import control, systemd
+from .child import set_title, worker_main
+from . import listeners
+from .pidfile import PidFile
+from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
+from .scoreboard import STATE_NAMES, Scoreboard
+
+_HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
+            signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
+def listen_key(server):
+    return listeners.listen_key(server.address, server.port)
+
+
+def describe_address(server):
+    if server.address.startswith("unix:"):
+        return server.address
+    host = "[%s]" % server.address if ":" in server.address else server.address
+    return "%s://%s:%d" % ("https" if server.ssl else "http", host, server.port)
+
+
+class Master:
+    def __init__(self, config, loader=None, daemon=False, log_path=""):
+        """`loader()` returns a fresh Config for reloads (raises ConfigError);
+        None (the Python API) restarts the same config's workers instead."""
+        self.config = config
+        self.loader = loader
+        self.daemon = daemon
+        self.log_path = log_path
+        self.pools = {}
+        self.listeners = {}            # listen_key → socket
+        self.signals = []
+        self.scoreboard = None
+        self.selector = None
+        self.control = None
+        self.control_path = None
+        self.pidfile = None
+        self.stopping = False
+        self.ready_sent = False
+        self.reloading = False
+        self.reloads = 0
+        self.last_reload = None        # {"ok": bool, "messages": [...]}
+        self.started = time.time()
+        self._wake_r = self._wake_w = -1
+        self._watchdog = None
+        self._next_watchdog = 0.0
+        self._credentials = {}
+        self._psutil = {}              # pid → psutil.Process, for status CPU %
+
+    # -- start ------------------------------------------------------------------
+    def run(self):
+        """Serve until stopped; returns the exit code."""
+        set_title("skitaid: master")
+        g = self.config.globals
+        if g.pidfile:
+            self.pidfile = PidFile(g.pidfile)
+            other = self.pidfile.running()
+            if other:
+                error_log.error("skitaid is already running (pid %d, %s)", other, g.pidfile)
+                return 1
+        inherited = {}
+        for sock in systemd.listen_fds():
+            inherited[_sock_key(sock)] = sock
+        try:
+            for server in self.config.servers:
+                self._credentials[server.name] = self._resolve(server)
+            for server in self.config.servers:
+                self._listen(server, inherited)
+        except _StartError as e:
+            error_log.error("%s", e)
+            return 1
+        for sock in inherited.values():       # sockets systemd passed that no server wants
+            sock.close()
+        if self.pidfile is not None:
+            try:
+                self.pidfile.write()
+            except OSError as e:
+                error_log.error("cannot write the pid file %s: %s", g.pidfile, e.strerror)
+                return 1
+        self._setup_loop()
+        if g.run_path:
+            self._open_control(g.run_path)
+        self._watchdog = systemd.watchdog_interval()
+        self.scoreboard = Scoreboard()
+        for server in self.config.servers:
+            error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
+                           server.name, describe_address(server), server.processes,
+                           server.threads)
+            self.pools[server.name] = ServerPool(self, server, self._sockets(server))
+        try:
+            self._loop()
+        finally:
+            self._cleanup()
+        return 0 if not any(p.state == FAILED for p in self.pools.values()) else 1
+
+    def _resolve(self, server):
+        user = server.user or self.config.globals.user
+        group = server.group or self.config.globals.group
+        if os.geteuid() != 0:
+            if user:
+                error_log.warning("server %r: not started as root; user %r ignored",
+                                  server.name, user)
+            return None
+        if not user:
+            return None
+        from .privileges import resolve
+        try:
+            return resolve(user, group or None)
+        except (KeyError, ValueError, LookupError) as e:
+            raise _StartError("server %r: %s" % (server.name, e))
+
+    def _listen(self, server, inherited=None):
+        key = listen_key(server)
+        if key in self.listeners:
+            return
+        if inherited and key in inherited:
+            self.listeners[key] = inherited.pop(key)
+            return
+        try:
+            address = server.address
+            self.listeners[key] = listeners.bind_listener(address, server.port, server.backlog)
+        except OSError as e:
+            raise _StartError("server %r: cannot listen on %s: %s"
+                              % (server.name, describe_address(server),
+                                 e.strerror or e))
+
+    def _sockets(self, server):
+        return [self.listeners[listen_key(server)]]
+
+    def _setup_loop(self):
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in _HANDLED:
+            signal.signal(sig, self._queue_signal)
+        signal.siginterrupt(signal.SIGCHLD, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+
+    def _open_control(self, run_path):
+        try:
+            os.makedirs(run_path, mode=0o755, exist_ok=True)
+            self.control_path = control.socket_path(run_path)
+            self.control = control.listen(self.control_path)
+        except OSError as e:
+            error_log.warning("no control socket in %s (%s): `skitaid status` will not "
+                              "see this master", run_path, e.strerror or e)
+            self.control = None
+            return
+        self.selector.register(self.control, selectors.EVENT_READ, "control")
+
+    def _queue_signal(self, sig, frame):
+        self.signals.append(sig)
+
+    # -- the loop -------------------------------------------------------------------
+    def _loop(self):
+        while True:
+            busy = self.reloading or not self.ready_sent or self.stopping
+            for key, _ in self.selector.select(0.1 if busy else 0.5):
+                if key.data == "wake":
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                elif key.data == "control":
+                    control.serve_one(self.control, self._command)
+            while self.signals:
+                self._handle_signal(self.signals.pop(0))
+            self._reap()
+            now = time.monotonic()
+            for pool in list(self.pools.values()):
+                pool.tick(now)
+            self._after_tick(now)
+            if self.stopping and all(p.state in (STOPPED, FAILED) and not p.workers()
+                                     for p in self.pools.values()):
+                return
+
+    def _handle_signal(self, sig):
+        if sig == signal.SIGCHLD:
+            return                      # reaped below
+        if sig == signal.SIGHUP:
+            self.reload()
+        elif sig in (signal.SIGTERM, signal.SIGINT):
+            self.stop(True)
+        elif sig == signal.SIGQUIT:
+            self.stop(False)
+        elif sig == signal.SIGUSR1:
+            error_log.info("reopening log files (USR1)")
+            reopen_stdio()
+            self._signal_workers(signal.SIGUSR1)
+        elif sig == signal.SIGTTIN:
+            for pool in self.pools.values():
+                pool.grow()
+        elif sig == signal.SIGTTOU:
+            for pool in self.pools.values():
+                pool.shrink()
+
+    def _reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._psutil.pop(pid, None)
+            for pool in self.pools.values():
+                if pool.reaped(pid, status):
+                    break
+
+    def _after_tick(self, now):
+        if self._watchdog and now >= self._next_watchdog:
+            systemd.notify("WATCHDOG=1")
+            self._next_watchdog = now + self._watchdog / 2
+        if self.stopping:
+            return
+        states = [p.state for p in self.pools.values()]
+        if not self.ready_sent:
+            if all(s in (RUNNING, FAILED) for s in states):
+                self.ready_sent = True
+                if all(s == FAILED for s in states):
+                    error_log.error("no server could start; stopping")
+                    self.stop(False)
+                    return
+                systemd.notify("READY=1", "STATUS=" + self._status_line())
+                error_log.info("ready: %s", self._status_line())
+        elif self.reloading and not any(p.pending for p in self.pools.values()) \
+                and all(s != STARTING for s in states):
+            self.reloading = False
+            self._close_unused_listeners()
+            systemd.notify("READY=1", "STATUS=" + self._status_line())
+            error_log.info("reload done: %s", self._status_line())
+
+    def _status_line(self):
+        parts = []
+        for pool in self.pools.values():
+            parts.append("%s %s (%d workers)" % (pool.name, pool.state, len(pool.current.workers)))
+        return "; ".join(parts)
+
+    # -- called by pools ----------------------------------------------------------------
+    def spawn(self, pool, gen, index):
+        slot = self.scoreboard.allocate()
+        server = gen.config
+        request_log = None
+        if self.daemon and not server.request_log_file and self.log_path:
+            request_log = os.path.join(self.log_path, "%s-request.log" % server.name)
+        keep = set(id(s) for s in gen.sockets)
+        close = [s for s in self.listeners.values() if id(s) not in keep]
+        close += [s for p in self.pools.values() for g in (p.current, p.pending) if g
+                  for s in g.sockets if id(s) not in keep and s not in close]
+        if self.control is not None:
+            close.append(self.control)
+        if self.selector is not None:
+            close.append(self.selector)
+        close.append(_Fd(self._wake_r))
+        close.append(_Fd(self._wake_w))
+        pid = os.fork()
+        if pid == 0:
+            worker_main(server, gen.sockets, index, self.scoreboard.slot(slot),
+                        self._credentials.get(server.name), request_log, close)
+        return pid, slot
+
+    def release(self, worker):
+        self.scoreboard.release(worker.slot)
+
+    def state_changed(self):
+        pass            # readiness and failures are noticed in _after_tick
+
+    def generation_promoted(self, pool, old):
+        pass            # listeners of the old generation are closed when the reload ends
+
+    def generation_abandoned(self, pool, gen):
+        if self.last_reload is not None:
+            self.last_reload["ok"] = False
+            self.last_reload["messages"].append(
+                "server %r: the new generation failed to start; generation %d keeps serving"
+                % (pool.name, pool.current.number))
+
+    # -- operations -------------------------------------------------------------------
+    def reload(self):
+        """Re-read the config; start new generations; keep the old config if it is bad."""
+        if self.stopping:
+            return {"ok": False, "messages": ["stopping"]}
+        self.reloads += 1
+        if self.loader is None:
+            new = self.config
+        else:
+            from ..config import ConfigError
+            try:
+                new = self.loader()
+            except ConfigError as e:
+                messages = [str(p) for p in e.problems]
+                for m in messages:
+                    error_log.error("reload refused: %s", m)
+                error_log.error("reload refused: the config has %d problem(s); "
+                                "the running config keeps serving", len(messages))
+                self.last_reload = {"ok": False, "messages": messages}
+                return self.last_reload
+        systemd.notify("RELOADING=1", "MONOTONIC_USEC=%d" % systemd.monotonic_usec())
+        error_log.info("reloading (HUP)")
+        messages = []
+        if new.globals != self.config.globals:
+            messages.append("[global] changes (paths, user) take effect at the next restart")
+        wanted = {s.name: s for s in new.servers}
+        # servers gone from servers-enabled/ stop gracefully
+        for name in [n for n in self.pools if n not in wanted]:
+            error_log.info("server %r removed: stopping it", name)
+            self.pools[name].stop(True)
+        for server in new.servers:
+            try:
+                creds = self._resolve(server)
+                self._listen(server)
+            except _StartError as e:
+                messages.append(str(e))
+                error_log.error("reload: %s; it keeps its old configuration", e)
+                continue
+            self._credentials[server.name] = creds
+            pool = self.pools.get(server.name)
+            if pool is None or pool.state == STOPPED:
+                error_log.info("server %r added on %s", server.name, describe_address(server))
+                self.pools[server.name] = ServerPool(self, server, self._sockets(server))
+            elif pool.state != "stopping":
+                pool.new_generation(server, self._sockets(server))
+        self.config = new
+        self.reloading = True
+        self.last_reload = {"ok": not messages, "messages": messages}
+        return self.last_reload
+
+    def _close_unused_listeners(self):
+        used = set()
+        for pool in self.pools.values():
+            if pool.workers() or pool.state not in (STOPPED,):
+                used.update(id(s) for s in pool.sockets_in_use())
+        for key, sock in list(self.listeners.items()):
+            if id(sock) not in used:
+                del self.listeners[key]
+                listeners.close_listener(sock)
+        for name in [n for n, p in self.pools.items() if p.state == STOPPED and not p.workers()]:
+            del self.pools[name]
+
+    def stop(self, graceful=True):
+        if self.stopping and graceful:
+            return
+        self.stopping = True
+        systemd.notify("STOPPING=1")
+        error_log.info("stopping %s", "gracefully" if graceful else "now")
+        for pool in self.pools.values():
+            pool.stop(graceful)
+        # new connections are refused at once rather than queued for nobody
+        for sock in self.listeners.values():
+            listeners.close_listener(sock)
+        self.listeners.clear()
+
+    def _signal_workers(self, sig):
+        for pool in self.pools.values():
+            for w in pool.workers():
+                try:
+                    os.kill(w.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    # -- control socket ------------------------------------------------------------------
+    def _command(self, request):
+        cmd = request.get("command")
+        if cmd == "status":
+            return self.status()
+        if cmd == "reload":
+            return self.reload()
+        if cmd == "stop":
+            self.stop(bool(request.get("graceful", True)))
+            return {"ok": True}
+        if cmd == "restart":
+            name = request.get("server")
+            pool = self.pools.get(name)
+            if pool is None:
+                return {"ok": False, "messages": ["no server named %r (running: %s)"
+                                                  % (name, ", ".join(self.pools) or "none")]}
+            pool.restart()
+            self.reloading = True
+            return {"ok": True, "messages": []}
+        return {"ok": False, "messages": ["unknown command %r" % cmd]}
+
+    def status(self):
+        import psutil
+        now = time.monotonic()
+        servers = []
+        for pool in self.pools.values():
+            workers = []
+            for w in sorted(pool.workers(), key=lambda w: (w.generation, w.index)):
+                state, _, _, requests = self.scoreboard.read(w.slot)
+                proc = self._psutil.get(w.pid)
+                cpu = rss = 0
+                try:
+                    if proc is None:
+                        proc = self._psutil[w.pid] = psutil.Process(w.pid)
+                        proc.cpu_percent(None)
+                    cpu = proc.cpu_percent(None)
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    pass
+                workers.append({
+                    "index": w.index, "pid": w.pid, "generation": w.generation,
+                    "state": "retiring" if w.retiring else STATE_NAMES.get(state, "?"),
+                    "uptime": round(now - w.started, 1), "cpu_percent": cpu, "rss": rss,
+                    "requests": requests})
+            c = pool.config
+            servers.append({
+                "name": pool.name, "state": pool.state, "reason": pool.reason,
+                "address": describe_address(c), "generation": pool.current.number,
+                "pending_generation": pool.pending.number if pool.pending else None,
+                "target_workers": pool.target, "workers": workers})
+        return {"ok": True, "pid": os.getpid(), "started": self.started,
+                "uptime": round(time.time() - self.started, 1),
+                "config_dir": self.config.globals.config_dir,
+                "ready": self.ready_sent, "reloading": self.reloading, "reloads": self.reloads,
+                "last_reload": self.last_reload, "stopping": self.stopping,
+                "servers": servers}
+
+    # -- end ---------------------------------------------------------------------------
+    def _cleanup(self):
+        for sig in _HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        if self.control is not None:
+            self.control.close()
+            try:
+                os.unlink(self.control_path)
+            except OSError:
+                pass
+        for sock in self.listeners.values():
+            listeners.close_listener(sock)
+        if self.pidfile is not None:
+            self.pidfile.remove()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        error_log.info("stopped")
+
+
+class _StartError(Exception):
+    pass
+
+
+class _Fd:
+    """A raw descriptor with a close() method, for the child's close list."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+def _sock_key(sock):
+    name = sock.getsockname()
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if isinstance(name, str):
+        return listeners.listen_key("unix:" + name, 0)
+    return listeners.listen_key(name[0], name[1])

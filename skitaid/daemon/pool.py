@@ -1,0 +1,360 @@
+"""One server's workers, supervised by the master.
+
+A pool holds the current generation of worker processes, at most one
+pending generation (a reload waiting for its workers to be ready) and the
+workers being retired. The master calls `tick()` a few times a second and
+`reaped()` when a child exits; everything here runs on the master's single
+thread, so there is no locking.
+"""
+import os
+import signal
+import time
+
+from ..logs import error_log
+from . import scoreboard as sb
+from .monitor import WorkerMonitor
+
+BOOT_TIMEOUT = 60.0          # a worker must be ready (apps imported, listening) by then
+MAX_BOOT_FAILURES = 5        # workers dying before ready, in a row → the server failed
+KILL_AFTER_ABORT = 1.0       # a hung worker gets this long to dump its stacks
+FAST_STOP = 2.0              # QUIT: workers get this long before SIGKILL
+
+# pool states
+STARTING, RUNNING, FAILED, STOPPING, STOPPED = "starting", "running", "failed", "stopping", "stopped"
+
+
+class WorkerProc:
+    """The master's record of one worker process."""
+
+    __slots__ = ("pid", "index", "generation", "slot", "started", "ready_at", "deadline",
+                 "replaces", "retiring", "aborted", "monitor")
+
+    def __init__(self, pid, index, generation, slot):
+        self.pid = pid
+        self.index = index
+        self.generation = generation
+        self.slot = slot
+        self.started = time.monotonic()
+        self.ready_at = 0.0
+        self.deadline = 0.0        # retiring/aborted: SIGKILL after this
+        self.replaces = None       # the worker this one takes over from, once ready
+        self.retiring = False
+        self.aborted = False
+        self.monitor = None
+
+
+class Generation:
+    def __init__(self, number, config, sockets):
+        self.number = number
+        self.config = config
+        self.sockets = sockets
+        self.workers = {}          # index → WorkerProc
+        self.started = time.monotonic()
+
+    def all_ready(self, target):
+        return len(self.workers) >= target and all(w.ready_at for w in self.workers.values())
+
+
+def _describe_exit(status):
+    if os.WIFSIGNALED(status):
+        try:
+            return "killed by %s" % signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            return "killed by signal %d" % os.WTERMSIG(status)
+    return "exit status %d" % os.waitstatus_to_exitcode(status)
+
+
+class ServerPool:
+    def __init__(self, master, config, sockets):
+        self.master = master
+        self.name = config.name
+        self.state = STARTING
+        self.reason = ""
+        self.target = config.processes
+        self.generations = 0
+        self.current = self._generation(config, sockets)
+        self.pending = None
+        self.retiring = []
+        self.outgoing = []         # still serving while their replacement boots
+        self.boot_failures = 0
+        self.respawn = {}          # index → monotonic time to spawn it again
+        for index in range(self.target):
+            self._spawn(self.current, index)
+
+    @property
+    def config(self):
+        return self.current.config
+
+    def _generation(self, config, sockets):
+        self.generations += 1
+        return Generation(self.generations, config, sockets)
+
+    def _spawn(self, gen, index, replaces=None):
+        pid, slot = self.master.spawn(self, gen, index)
+        w = WorkerProc(pid, index, gen.number, slot)
+        w.replaces = replaces
+        c = gen.config
+        if len(c.critical_point) == 3 or c.max_rss:
+            w.monitor = WorkerMonitor(pid, c.critical_point, c.max_rss)
+        gen.workers[index] = w
+        return w
+
+    def workers(self):
+        """Every live worker: current, pending and retiring."""
+        out = list(self.current.workers.values())
+        if self.pending is not None:
+            out += self.pending.workers.values()
+        return out + self.outgoing + self.retiring
+
+    def sockets_in_use(self):
+        socks = list(self.current.sockets)
+        if self.pending is not None:
+            socks += self.pending.sockets
+        return socks
+
+    # -- life cycle -------------------------------------------------------------
+    def new_generation(self, config, sockets):
+        """Reload: start a generation of workers; the current one serves until it is ready."""
+        if self.pending is not None:
+            self._abandon("superseded by a newer reload")
+        if self.state == FAILED:
+            # nothing to keep serving: replace the failed generation outright
+            self.current = self._generation(config, sockets)
+            self.state = STARTING
+            self.target = config.processes
+            self.boot_failures = 0
+            self.respawn.clear()
+            for index in range(self.target):
+                self._spawn(self.current, index)
+            return
+        self.pending = self._generation(config, sockets)
+        self.target = config.processes
+        for index in range(self.target):
+            self._spawn(self.pending, index)
+
+    def stop(self, graceful=True):
+        self.state = STOPPING
+        self.respawn.clear()
+        for w in list(self.current.workers.values()):
+            self._retire(w, graceful)
+        self.current.workers.clear()
+        if self.pending is not None:
+            for w in self.pending.workers.values():
+                self._retire(w, graceful)
+            self.pending = None
+        for w in list(self.outgoing):
+            self._retire(w, graceful)
+        if not graceful:
+            for w in self.retiring:
+                self._signal(w, signal.SIGQUIT)
+                w.deadline = min(w.deadline, time.monotonic() + FAST_STOP)
+
+    def grow(self):
+        if self.state in (STOPPING, STOPPED):
+            return
+        self.target += 1
+        self._spawn(self.current, self._free_index())
+        error_log.info("server %r: %d workers (TTIN)", self.name, self.target)
+
+    def shrink(self):
+        if self.target <= 1 or self.state in (STOPPING, STOPPED):
+            return
+        self.target -= 1
+        index = max(self.current.workers, default=None)
+        if index is not None:
+            self._retire(self.current.workers.pop(index), True)
+        error_log.info("server %r: %d workers (TTOU)", self.name, self.target)
+
+    def restart(self):
+        """Replace every worker gracefully (new app code), as a reload would."""
+        self.new_generation(self.current.config, self.current.sockets)
+
+    def _free_index(self):
+        index = 0
+        while index in self.current.workers:
+            index += 1
+        return index
+
+    def _retire(self, w, graceful=True):
+        if w in self.outgoing:
+            self.outgoing.remove(w)
+        w.retiring = True
+        timeout = self.config.graceful_timeout if graceful else FAST_STOP
+        w.deadline = time.monotonic() + timeout + 1.0
+        self._signal(w, signal.SIGTERM if graceful else signal.SIGQUIT)
+        self.retiring.append(w)
+
+    def _signal(self, w, sig):
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _abandon(self, why):
+        gen = self.pending
+        self.pending = None
+        error_log.error("server %r: new generation %d abandoned (%s); generation %d keeps serving",
+                        self.name, gen.number, why, self.current.number)
+        for w in gen.workers.values():
+            self._retire(w, False)
+        self.target = len(self.current.workers) or self.current.config.processes
+        self.master.generation_abandoned(self, gen)
+
+    # -- events from the master ----------------------------------------------------
+    def reaped(self, pid, status):
+        """A child exited; returns True if it was ours."""
+        for w in self.retiring:
+            if w.pid == pid:
+                self.retiring.remove(w)
+                self.master.release(w)
+                return True
+        for w in self.outgoing:
+            if w.pid == pid:
+                # died while its replacement boots: the replacement takes the place
+                self.outgoing.remove(w)
+                self.master.release(w)
+                for new in self.current.workers.values():
+                    if new.replaces is w:
+                        new.replaces = None
+                return True
+        if self.pending is not None:
+            for index, w in self.pending.workers.items():
+                if w.pid == pid:
+                    del self.pending.workers[index]
+                    self.master.release(w)
+                    error_log.error("server %r: worker #%d (pid %d) of the new generation %s",
+                                    self.name, index, pid, _describe_exit(status))
+                    self._abandon("a worker failed to start")
+                    return True
+        for index, w in list(self.current.workers.items()):
+            if w.pid != pid:
+                continue
+            del self.current.workers[index]
+            self.master.release(w)
+            if self.state == STOPPING:
+                return True
+            if w.replaces is not None and w.replaces in self.outgoing:
+                # a replacement died before taking over: the old worker stays
+                old = w.replaces
+                self.outgoing.remove(old)
+                self.current.workers[old.index] = old
+                return True
+            if not w.ready_at:
+                self.boot_failures += 1
+                error_log.error("server %r: worker #%d (pid %d) failed to start: %s",
+                                self.name, index, pid, _describe_exit(status))
+                if self.boot_failures >= MAX_BOOT_FAILURES:
+                    self._fail("workers failed to start %d times in a row" % self.boot_failures)
+                    return True
+                delay = min(0.25 * 2 ** (self.boot_failures - 1), 5.0)
+            else:
+                if not w.aborted:
+                    error_log.error("server %r: worker #%d (pid %d) died: %s",
+                                    self.name, index, pid, _describe_exit(status))
+                delay = 0.0
+            if index not in self.current.workers:
+                self.respawn[index] = time.monotonic() + delay
+            return True
+        return False
+
+    def _fail(self, why):
+        self.state = FAILED
+        self.reason = why
+        self.respawn.clear()
+        for w in list(self.current.workers.values()):
+            self._retire(w, False)
+        self.current.workers.clear()
+        error_log.error("server %r failed: %s; other servers keep running", self.name, why)
+        self.master.state_changed()
+
+    # -- periodic supervision --------------------------------------------------------
+    def tick(self, now):
+        if self.state == FAILED:
+            return
+        for index, when in list(self.respawn.items()):
+            if now >= when and self.state != STOPPING:
+                del self.respawn[index]
+                if index not in self.current.workers and index < self.target:
+                    self._spawn(self.current, index)
+        self._watch(self.current, now)
+        if self.pending is not None:
+            self._watch(self.pending, now)
+            if self.pending is not None and self.pending.all_ready(self.target):
+                self._promote()
+            elif self.pending is not None and now - self.pending.started > BOOT_TIMEOUT:
+                self._abandon("its workers were not ready after %d s" % BOOT_TIMEOUT)
+        for w in self.retiring:
+            if w.deadline and now > w.deadline:
+                self._signal(w, signal.SIGKILL)
+                w.deadline = 0.0
+        if self.state == STARTING and self.current.all_ready(self.target):
+            self.state = RUNNING
+            self.boot_failures = 0
+            self.master.state_changed()
+        elif self.state == STOPPING and not self.workers():
+            self.state = STOPPED
+            self.master.state_changed()
+
+    def _promote(self):
+        old = self.current
+        self.current = self.pending
+        self.pending = None
+        for w in list(old.workers.values()) + list(self.outgoing):
+            self._retire(w, True)
+        if self.state != RUNNING:
+            self.state = RUNNING
+        self.boot_failures = 0
+        self.respawn.clear()
+        error_log.info("server %r: generation %d serving, generation %d retiring",
+                       self.name, self.current.number, old.number)
+        self.master.generation_promoted(self, old)
+
+    def _watch(self, gen, now):
+        timeout = gen.config.worker_timeout
+        for index, w in list(gen.workers.items()):
+            state, pid, beat, requests = self.master.scoreboard.read(w.slot)
+            if w.aborted:
+                if w.deadline and now > w.deadline:
+                    self._signal(w, signal.SIGKILL)
+                    w.deadline = 0.0
+                continue
+            if not w.ready_at:
+                if state in (sb.READY, sb.RECYCLE) and pid == w.pid:
+                    w.ready_at = now
+                    if gen is self.current:
+                        self.boot_failures = 0
+                    if w.replaces is not None:
+                        old, w.replaces = w.replaces, None
+                        self._retire(old, True)
+                elif now - w.started > BOOT_TIMEOUT:
+                    error_log.error("server %r: worker #%d (pid %d) not ready after %d s; killed",
+                                    self.name, index, w.pid, BOOT_TIMEOUT)
+                    w.aborted = True
+                    self._signal(w, signal.SIGKILL)
+                continue
+            if timeout and state == sb.READY and now - beat > timeout:
+                # Hung: SIGABRT makes faulthandler write every thread's stack
+                # to the error log; SIGKILL follows.
+                error_log.error("server %r: worker #%d (pid %d) silent for %.1f s "
+                                "(worker_timeout %g); aborting it", self.name, index,
+                                w.pid, now - beat, timeout)
+                w.aborted = True
+                w.deadline = now + KILL_AFTER_ABORT
+                self._signal(w, signal.SIGABRT)
+                continue
+            if w.replaces is None:
+                why = None
+                if state == sb.RECYCLE:
+                    why = "served %d requests (max_requests)" % requests
+                elif w.monitor is not None:
+                    why = w.monitor.check(now)
+                if why:
+                    error_log.warning("server %r: replacing worker #%d (pid %d): %s",
+                                      self.name, index, w.pid, why)
+                    self._replace(gen, w)
+
+    def _replace(self, gen, w):
+        """Start a new worker for w's place; w serves until the new one is ready."""
+        del gen.workers[w.index]
+        self.outgoing.append(w)
+        self._spawn(gen, w.index, replaces=w)
