@@ -8,6 +8,7 @@
 The calls only record what was asked; `run()` turns it into the same config
 model the config files produce and serves it.
 """
+import hashlib
 import os
 import sys
 from dataclasses import fields, replace
@@ -21,7 +22,10 @@ _settings = {}
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off"}
+_GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
+# `python app.py COMMAND`, as the original Skitai's scripts took them
+COMMANDS = ("run", "start", "stop", "restart", "reload", "status")
 
 
 def _script_dir():
@@ -92,20 +96,57 @@ def config(**options):
     _settings.update(options)
 
 
+def set_worker_critical_point(cpu_percent=90.0, continuous=3, interval=20):
+    """Replace a worker above cpu_percent for `continuous` checks `interval` s apart."""
+    _settings["critical_point"] = (float(cpu_percent), int(continuous), float(interval))
+
+
+def _script_name():
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else "skitaid"
+
+
+def _state_dir(name, explicit):
+    """Where a script's pid file, control socket and logs go by default.
+
+    Without an explicit name, a hash of the script's path keeps two
+    projects' app.py apart."""
+    if not explicit:
+        main = sys.modules.get("__main__")
+        path = os.path.abspath(getattr(main, "__file__", "") or os.getcwd())
+        name = "%s-%s" % (name, hashlib.sha1(path.encode("utf-8", "replace")).hexdigest()[:8])
+    if os.geteuid() == 0:
+        return os.path.join("/var/tmp/skitaid", name)
+    return os.path.join(os.path.expanduser("~"), ".skitaid", name)
+
+
 def build_config(**options):
     """The Config that run(**options) would serve."""
     opts = dict(_settings)
     opts.update(options)
     server_kw = {}
     limit_kw = {}
+    global_kw = {}
     for key, value in opts.items():
         key = _SPELLINGS.get(key, key)
         if key in _LIMIT_KEYS:
             limit_kw[key] = value
         elif key in _SERVER_KEYS:
             server_kw[key] = value
+        elif key in _GLOBAL_KEYS:
+            global_kw[key] = value
         else:
             raise TypeError("unknown option %r for skitaid.run()" % key)
+    explicit = "name" in server_kw
+    name = server_kw.setdefault("name", _script_name())
+    if "critical_point" in server_kw:
+        server_kw["critical_point"] = tuple(server_kw["critical_point"])
+    base = _state_dir(name, explicit)
+    global_kw.setdefault("run_path", base)
+    global_kw.setdefault("log_path", os.path.join(base, "log"))
+    global_kw.setdefault("var_path", base)
+    global_kw.setdefault("pidfile", os.path.join(global_kw["run_path"], "skitaid.pid"))
     if not _mounts:
         raise RuntimeError("nothing mounted: call skitaid.mount() before skitaid.run()")
     groups = {}
@@ -115,13 +156,31 @@ def build_config(**options):
     server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
-    return Config(GlobalConfig(), (server,))
+    return Config(GlobalConfig(**global_kw), (server,))
 
 
 def run(**options):
-    """Serve what was mounted, in the foreground, until SIGTERM/SIGINT."""
-    from .worker.server import serve
-    code = serve(build_config(**options))
+    """Serve what was mounted: `python app.py [run|start|stop|restart|reload|status]`.
+
+    With no command (or `run`) the master serves in the foreground until
+    SIGTERM/Ctrl-C; `start` daemonizes it, and the other commands control it."""
+    from .daemon import commands
+    command = "run"
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        command = sys.argv.pop(1)
+    config = build_config(**options)
+    if command == "run":
+        code = commands.run(config)
+    elif command == "start":
+        code = commands.start(config)
+    elif command == "stop":
+        code = commands.stop(config)
+    elif command == "restart":
+        code = commands.restart(config)
+    elif command == "reload":
+        code = commands.reload(config)
+    else:
+        code = commands.status(config, "--json" in sys.argv)
     if code:
         sys.exit(code)
     return code

@@ -39,6 +39,10 @@ def worker_main(server, sockets, index, slot, credentials, request_log_path, clo
             except OSError:
                 pass
         set_title("skitaid: %s worker #%d" % (server.name, index))
+        # skitaid's own modules load while still privileged (the user may not
+        # be able to read the Python installation); app code loads after the drop
+        from ..worker.worker import Worker
+        from ..handlers import static  # noqa: F401  (imported lazily by the router)
         if credentials is not None:
             from .privileges import drop
             drop(credentials)
@@ -47,7 +51,6 @@ def worker_main(server, sockets, index, slot, credentials, request_log_path, clo
         # SIGABRT from the master (hung worker): every thread's stack goes to
         # the error log (stderr), then the worker dies of the signal
         faulthandler.enable(file=sys.stderr, all_threads=True)
-        from ..worker.worker import Worker
         code = Worker(server, sockets, index, request_log_path, slot).run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
