@@ -7,31 +7,21 @@ waits for them and passes SIGTERM/SIGINT/SIGQUIT on.
 """
 import os
 import signal
-import socket
 import sys
 
+from ..daemon.listeners import ListenError, bind_listener, listeners_for
 from ..logs import error_log, setup_error_log
 from .worker import Worker
 
 
 def bind_socket(address, port, backlog=2048):
-    """A listening, non-blocking TCP socket (IPv6 when the address says so)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((address, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    """A listening, non-blocking socket (IPv4, IPv6 or unix:/path): see daemon.listeners."""
+    return bind_listener(address, port, backlog)
 
 
 def _url(server):
+    if server.unix_path:
+        return "http+" + server.address
     host = "[%s]" % server.address if ":" in server.address else server.address
     return "http://%s:%d/" % (host or "0.0.0.0", server.port)
 
@@ -39,14 +29,12 @@ def _url(server):
 def serve(config):
     """Serve every server of `config` in the foreground; returns an exit code."""
     setup_error_log(None, any(s.debug for s in config.servers))
-    bound = []
-    for server in config.servers:
-        try:
-            bound.append((server, [bind_socket(server.address, server.port, server.backlog)]))
-        except OSError as e:
-            print("skitaid: cannot listen on %s:%d for server %r: %s"
-                  % (server.address, server.port, server.name, e.strerror), file=sys.stderr)
-            return 1
+    try:
+        listening = listeners_for(config.servers)
+    except ListenError as e:
+        print("skitaid: %s" % e, file=sys.stderr)
+        return 1
+    bound = [(server, listening[server.name]) for server in config.servers]
     for server, _ in bound:
         error_log.info("server %r listening on %s (threads=%d, pid %d)",
                        server.name, _url(server), server.threads, os.getpid())
