@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="skitaid: a Python application server for UNIX")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS:
-        sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name in ("install", "remove"):
+            p.add_argument("--unit-path", metavar="PATH", default=None,
+                           help="the unit file (default: /etc/systemd/system/skitaid.service)")
+            p.add_argument("--force", action="store_true",
+                           help="replace or delete a unit file skitaid did not write")
     return parser
 
 
@@ -56,17 +61,56 @@ def describe_server(server) -> str:
     for group in server.hosts:
         routes = ", ".join("%s = %s" % (r.prefix, r.target) for r in group.routes)
         groups.append("[%s] %s" % (" ".join(group.names), routes))
-    return "  %s  %s://%s:%d  %s" % (server.name, scheme, server.address, server.port,
-                                     "; ".join(groups))
+    from .daemon.listeners import display
+    return "  %s  %s://%s  %s" % (server.name, scheme, display(server.address, server.port),
+                                  "; ".join(groups))
 
 
 def cmd_check(args) -> int:
+    """Parse everything, then try what serving needs (bind, import apps, paths)."""
     config = _load(args)
     if config is None:
+        return 1
+    from .config.check import deep_check, held_by, running_master
+    pid = running_master(config.globals.pidfile)
+    problems = deep_check(config, held=held_by(pid) if pid else ())
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
         return 1
     print("configuration OK: %d server(s)" % len(config.servers))
     for server in config.servers:
         print(describe_server(server))
+    return 0
+
+
+def _unit_args(args):
+    from .daemon import unit
+    return unit, (args.unit_path or unit.DEFAULT_UNIT_PATH)
+
+
+def cmd_install(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    unit, dest = _unit_args(args)
+    try:
+        message = unit.install(config, dest, force=args.force)
+    except unit.UnitError as e:
+        print("skitaid install: %s" % e, file=sys.stderr)
+        return 1
+    print(message)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    unit, dest = _unit_args(args)
+    try:
+        message = unit.remove(dest, force=args.force)
+    except unit.UnitError as e:
+        print("skitaid remove: %s" % e, file=sys.stderr)
+        return 1
+    print(message)
     return 0
 
 
@@ -84,6 +128,10 @@ def main(argv=None) -> int:
         return cmd_check(args)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "install":
+        return cmd_install(args)
+    if args.command == "remove":
+        return cmd_remove(args)
     print("skitaid %s: not implemented yet: comes with the daemon" % args.command,
           file=sys.stderr)
     return 2
