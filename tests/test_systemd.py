@@ -1,11 +1,14 @@
 """sd_notify and socket activation, against real sockets and processes."""
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+
+import shutil
 
 import pytest
 
@@ -184,3 +187,85 @@ def test_listen_fds_default_names_and_foreign_pid():
         proc.kill()
         proc.wait()
         listener.close()
+
+
+# ---------------------------------------------------------------- the unit file
+
+def skitaid_cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("SKITAID_CONFIG_DIR", None)
+    return subprocess.run([sys.executable, "-m", "skitaid"] + list(args),
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def unit_config(tmp_path, timeouts):
+    root = tmp_path / "etc dir"                       # a space: ExecStart must quote it
+    (root / "servers-enabled").mkdir(parents=True)
+    (root / "www").mkdir()
+    for i, t in enumerate(timeouts):
+        (root / "servers-enabled" / ("s%d.conf" % i)).write_text(
+            "[server]\nport = %d\ngraceful_timeout = %s\n[routes:line]\n/ = www\n" % (5000 + i, t))
+    return root
+
+
+def unit_lines(path):
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
+def test_install_and_remove_the_unit(tmp_path):
+    root = unit_config(tmp_path, ["12.5", "45"])
+    dest = tmp_path / "skitaid.service"
+    result = skitaid_cli("install", "-c", str(root), "--unit-path", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("installed %s" % dest)
+    unit = unit_lines(dest)
+    argv = shlex.split(unit["ExecStart"])
+    assert os.path.isfile(argv[0]) and os.access(argv[0], os.X_OK)
+    assert argv[-3:] == ["run", "-c", str(root)]
+    assert len(argv) == 4 or argv[1:3] == ["-m", "skitaid"]    # the script, or python -m
+    assert unit["TimeoutStopSec"] == "55"             # the largest graceful_timeout + 10
+    assert (unit["Type"], unit["NotifyAccess"], unit["KillMode"]) == ("notify", "main", "mixed")
+    assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID" and unit["Restart"] == "on-failure"
+    assert int(unit["LimitNOFILE"]) >= 4096
+    assert oct(os.stat(dest).st_mode & 0o777) == "0o644"
+    if shutil.which("systemd-analyze"):
+        check = subprocess.run(["systemd-analyze", "verify", str(dest)], capture_output=True,
+                               text=True, timeout=60)
+        assert check.returncode == 0 and check.stderr == "", check.stderr
+
+    # again with a changed config: our own file is updated
+    (root / "servers-enabled" / "s1.conf").unlink()
+    assert skitaid_cli("install", "-c", str(root), "--unit-path", str(dest)).returncode == 0
+    assert unit_lines(dest)["TimeoutStopSec"] == "23"
+    result = skitaid_cli("install", "-c", str(root), "--unit-path", str(dest))
+    assert "up to date" in result.stdout
+
+    result = skitaid_cli("remove", "--unit-path", str(dest))
+    assert result.returncode == 0 and not dest.exists()
+    assert "nothing to remove" in skitaid_cli("remove", "--unit-path", str(dest)).stdout
+
+
+def test_foreign_unit_file_is_kept(tmp_path):
+    root = unit_config(tmp_path, ["30"])
+    dest = tmp_path / "skitaid.service"
+    dest.write_text("[Service]\nExecStart=/opt/mine\n")
+    result = skitaid_cli("install", "-c", str(root), "--unit-path", str(dest))
+    assert result.returncode == 1 and "was not written by skitaid install" in result.stderr
+    result = skitaid_cli("remove", "--unit-path", str(dest))
+    assert result.returncode == 1 and dest.read_text() == "[Service]\nExecStart=/opt/mine\n"
+    assert skitaid_cli("install", "-c", str(root), "--unit-path", str(dest), "--force").returncode == 0
+    assert unit_lines(dest)["TimeoutStopSec"] == "40"
+    result = skitaid_cli("install", "-c", str(tmp_path / "none"), "--unit-path", str(dest))
+    assert result.returncode == 1                      # a config that does not load: nothing written
+
+
+def test_shipped_unit_and_repo_link():
+    path = os.path.join(ROOT, "systemd", "skitaid.service")
+    assert os.path.islink(path) and os.path.samefile(
+        path, os.path.join(ROOT, "skitaid", "daemon", "skitaid.service"))
+    with open(path) as f:
+        text = f.read()
+    for line in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID",
+                 "KillMode=mixed", "Restart=on-failure", "ExecStart=/usr/local/bin/skitaid run"):
+        assert "\n%s\n" % line in text
