@@ -6,7 +6,6 @@ workers' user, paths)."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
