@@ -34,8 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parsers = {}
     for name, help_text in COMMANDS:
-        parsers[name] = sub.add_parser(name, parents=[common], help=help_text,
-                                       description=help_text)
+        p = parsers[name] = sub.add_parser(name, parents=[common], help=help_text,
+                                           description=help_text)
+        if name in ("install", "remove"):
+            p.add_argument("--unit-path", metavar="PATH", default=None,
+                           help="the unit file (default: /etc/systemd/system/skitaid.service)")
+            p.add_argument("--force", action="store_true",
+                           help="replace or delete a unit file skitaid did not write")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["restart"].add_argument("server", nargs="?",
@@ -69,17 +74,56 @@ def describe_server(server) -> str:
     for group in server.hosts:
         routes = ", ".join("%s = %s" % (r.prefix, r.target) for r in group.routes)
         groups.append("[%s] %s" % (" ".join(group.names), routes))
-    return "  %s  %s://%s:%d  %s" % (server.name, scheme, server.address, server.port,
-                                     "; ".join(groups))
+    from .daemon.listeners import display
+    return "  %s  %s://%s  %s" % (server.name, scheme, display(server.address, server.port),
+                                  "; ".join(groups))
 
 
 def cmd_check(args) -> int:
+    """Parse everything, then try what serving needs (bind, import apps, paths)."""
     config = _load(args)
     if config is None:
+        return 1
+    from .config.check import deep_check, held_by, running_master
+    pid = running_master(config.globals.pidfile)
+    problems = deep_check(config, held=held_by(pid) if pid else ())
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
         return 1
     print("configuration OK: %d server(s)" % len(config.servers))
     for server in config.servers:
         print(describe_server(server))
+    return 0
+
+
+def _unit_args(args):
+    from .daemon import unit
+    return unit, (args.unit_path or unit.DEFAULT_UNIT_PATH)
+
+
+def cmd_install(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    unit, dest = _unit_args(args)
+    try:
+        message = unit.install(config, dest, force=args.force)
+    except unit.UnitError as e:
+        print("skitaid install: %s" % e, file=sys.stderr)
+        return 1
+    print(message)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    unit, dest = _unit_args(args)
+    try:
+        message = unit.remove(dest, force=args.force)
+    except unit.UnitError as e:
+        print("skitaid remove: %s" % e, file=sys.stderr)
+        return 1
+    print(message)
     return 0
 
 
@@ -109,10 +153,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
-    if args.command in ("run", "start", "stop", "restart", "reload", "status"):
-        return cmd_daemon(args)
-    print("skitaid %s: not implemented yet" % args.command, file=sys.stderr)
-    return 2
+    if args.command == "install":
+        return cmd_install(args)
+    if args.command == "remove":
+        return cmd_remove(args)
+    return cmd_daemon(args)
 
 
 if __name__ == "__main__":

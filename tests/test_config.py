@@ -430,25 +430,7 @@ def run_cli(*args):
                           capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_check_ok(tmp_path):
-    root = make_config(tmp_path, {"web.conf": GOOD})
-    for args in (["check", "-c", str(root)], ["-c", str(root), "check"]):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr
-        lines = result.stdout.splitlines()
-        assert lines[0] == "configuration OK: 1 server(s)"
-        assert "web" in lines[1] and "0.0.0.0:8080" in lines[1] and "@backend" in lines[1]
-
-
-def test_check_problems(tmp_path):
-    root = make_config(tmp_path, {"web.conf": "[server]\nport = abc\nthreads = x" + ROUTE})
-    result = run_cli("check", "-c", str(root))
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.splitlines() == [
-        "servers-enabled/web.conf [server] port: found 'abc', expected an integer 1-65535",
-        "servers-enabled/web.conf [server] threads: found 'x', expected an integer >= 0",
-    ]
+# test_check_ok and test_check_problems: in test_check.py, next to the deep checks.
 
 
 def test_check_builtin_default_and_status_when_stopped():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 from urllib.parse import unquote
@@ -136,7 +137,24 @@ def _server_keys(ctx, sections):
             if kw.get(name) and not os.path.isfile(kw[name]):
                 sec, key, value = where[name]
                 ctx.problem(sec, key, value, "an existing file (%s)" % kw[name])
+    if kw.get("address", "").startswith("unix:"):
+        _unix_address(ctx, where["address"], kw["address"][5:])
     return kw, Limits(**limits)
+
+
+def _unix_address(ctx, where, path):
+    """The socket's directory must exist or be creatable; the path, if taken, a socket."""
+    sec, key, value = where
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            ctx.problem(sec, key, value, "a UNIX socket path (%s exists and is not a socket)" % path)
+        return
+    parent = os.path.dirname(path)
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        ctx.problem(sec, key, value, "a UNIX socket path whose directory exists or can be "
+                    "created (%s is not a directory)" % parent)
 
 
 # ---------------------------------------------------------------- [@alias]

@@ -37,9 +37,18 @@ def _is_wildcard(address: str) -> bool:
         return False
 
 
-def _clash(a: str, b: str) -> bool:
-    """Would binding both addresses on one port fail? A wildcard clashes with anything."""
-    return a == b or _is_wildcard(a) or _is_wildcard(b)
+def _clash(a, b) -> bool:
+    """Would binding both servers fail? A wildcard clashes with any address of its
+    family on the same port; UNIX sockets clash only on the same path."""
+    if a.unix_path or b.unix_path:
+        return a.unix_path == b.unix_path
+    if a.port != b.port:
+        return False
+    if a.address == b.address:
+        return True
+    # IPv6 listeners are V6ONLY: '::' and '0.0.0.0' can both be bound
+    return (_is_wildcard(a.address) or _is_wildcard(b.address)) and \
+        (":" in a.address) == (":" in b.address)
 
 
 def load_config(config_dir: Optional[str] = None) -> Config:
@@ -84,12 +93,19 @@ def load_config(config_dir: Optional[str] = None) -> Config:
         if found:
             continue                # its address is not trustworthy; don't report clashes
         for other in servers:
-            if other.port == server.port and _clash(other.address, server.address):
+            if not _clash(other, server):
+                continue
+            if server.unix_path:
+                problems.append(Problem(
+                    file, "server", "address", server.address,
+                    "a socket path not used by servers-enabled/%s"
+                    % os.path.basename(other.source)))
+            else:
                 problems.append(Problem(
                     file, "server", "port", str(server.port),
                     "a port not used by servers-enabled/%s (%s:%d)"
                     % (os.path.basename(other.source), other.address, other.port)))
-                break
+            break
         servers.append(server)
 
     if not entries or not names:

@@ -73,7 +73,7 @@ class Alias:
 @dataclass(frozen=True)
 class ServerConfig:
     name: str = "default"
-    address: str = "127.0.0.1"
+    address: str = "127.0.0.1"             # IP, host name, or "unix:/abs/path" (port unused)
     port: int = 5000
     processes: int = 1
     threads: int = 4
@@ -106,6 +106,11 @@ class ServerConfig:
     max_requests: int = 0                  # recycle a worker after this many requests (0: off)
     max_requests_jitter: int = 0           # random 0..N added per worker so they don't recycle together
     max_rss: int = 0                       # recycle a worker above this resident size, bytes (0: off)
+
+    @property
+    def unix_path(self) -> str:
+        """The socket file of `address = unix:/path`; "" when listening on TCP."""
+        return self.address[5:] if self.address.startswith("unix:") else ""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the same way whether it came from INI or YAML.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any, Callable, Optional
 
@@ -82,7 +83,16 @@ size = Kind("a size in bytes, or with a K, M or G suffix (e.g. 100M)", _size)
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 
+# sun_path holds 108 bytes with the terminating NUL
+_UNIX_PATH_MAX = 107
+
+
 def _address(s):
+    if s.startswith("unix:"):
+        path = s[5:]
+        if not path.startswith("/") or len(path.encode()) > _UNIX_PATH_MAX or "\0" in path:
+            raise ValueError(s)
+        return "unix:" + os.path.normpath(path)
     if not s or s == "*":
         return "0.0.0.0"            # empty means every interface, as the old daemon had it
     candidate = s[1:-1] if s.startswith("[") and s.endswith("]") else s
@@ -95,7 +105,8 @@ def _address(s):
     raise ValueError(s)
 
 
-address = Kind("an IP address or host name (empty: all interfaces)", _address)
+address = Kind("an IP address or host name (empty: all interfaces), or unix:/absolute/path "
+               "(at most %d bytes)" % _UNIX_PATH_MAX, _address)
 
 
 def split_words(s: str):

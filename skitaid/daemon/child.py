@@ -46,8 +46,6 @@ def worker_main(server, sockets, index, slot, credentials, request_log_path, clo
         if credentials is not None:
             from .privileges import drop
             drop(credentials)
-        elif os.geteuid() == 0 and server.user:
-            raise RuntimeError("refusing to serve as root: user %r was not resolved" % server.user)
         # SIGABRT from the master (hung worker): every thread's stack goes to
         # the error log (stderr), then the worker dies of the signal
         faulthandler.enable(file=sys.stderr, all_threads=True)

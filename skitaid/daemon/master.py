@@ -16,6 +16,7 @@ from . import control, systemd
 from .child import set_title, worker_main
 from . import listeners
 from .pidfile import PidFile
+from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .scoreboard import STATE_NAMES, Scoreboard
 
@@ -109,19 +110,10 @@ class Master:
         return 0 if not any(p.state == FAILED for p in self.pools.values()) else 1
 
     def _resolve(self, server):
-        user = server.user or self.config.globals.user
-        group = server.group or self.config.globals.group
-        if os.geteuid() != 0:
-            if user:
-                error_log.warning("server %r: not started as root; user %r ignored",
-                                  server.name, user)
-            return None
-        if not user:
-            return None
-        from .privileges import resolve
+        g = self.config.globals
         try:
-            return resolve(user, group or None)
-        except (KeyError, ValueError, LookupError) as e:
+            return worker_credentials(server.user, server.group, g.user, g.group)
+        except PrivilegeError as e:
             raise _StartError("server %r: %s" % (server.name, e))
 
     def _listen(self, server, inherited=None):

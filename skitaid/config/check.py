@@ -1,0 +1,308 @@
+"""`skitaid check`, beyond parsing: can this config actually be served?
+
+Parsing problems already come from load_config() as ConfigError. This looks
+at the world the config meets:
+- every listener can be bound (addresses a running master already holds are fine);
+- every app route imports, in a subprocess running as the user the workers
+  will run as, with a time limit;
+- the directories for logs, state, the control socket and the pid file can
+  be created or written by the master, and a request log file by the workers.
+
+Each problem names the file, section and key, like the parser's.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from typing import Iterable, List, Optional
+
+from ..daemon import listeners
+from ..daemon.privileges import PrivilegeError, worker_credentials
+from .errors import Problem
+from .model import APP, Config, GlobalConfig, ServerConfig
+
+IMPORT_TIMEOUT = 20.0
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def deep_check(config: Config, held: Iterable = (), timeout: float = IMPORT_TIMEOUT) -> List[Problem]:
+    """Every problem that would stop `config` from being served.
+
+    `held`: (address, port) pairs a running master already listens on; they
+    count as bindable."""
+    held_keys = {listeners.listen_key(a, p) for a, p in held}
+    problems = _global_paths(config.globals)
+    for server in config.servers:
+        problems += _listener(config.globals, server, held_keys)
+        problems += _apps(config.globals, server, timeout)
+    return problems
+
+
+# ---------------------------------------------------------------- where
+
+def _file(globals_: GlobalConfig, server: ServerConfig) -> str:
+    cdir = globals_.config_dir
+    if cdir and server.source.startswith(os.path.join(cdir, "")):
+        return os.path.relpath(server.source, cdir)
+    return server.source or server.name
+
+
+def _route_where(route, fallback_file):
+    """Route.source is "file [section] prefix" → (file, section)."""
+    head, sep, _ = route.source.partition("] ")
+    file, sep2, section = head.partition(" [")
+    if sep and sep2:
+        return file, section
+    return fallback_file, "routes"
+
+
+def _whoami() -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return "uid %d" % os.geteuid()
+
+
+def _dir_problem(path: str) -> Optional[str]:
+    """Why `path` cannot be used as a directory to write in (None: it can)."""
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return "%s is not a directory" % probe
+    if not os.access(probe, os.W_OK | os.X_OK):
+        verb = "writable" if probe == path else "writable, so %s cannot be created," % path
+        return "%s is not %s by %s" % (probe, verb, _whoami())
+    return None
+
+
+# ---------------------------------------------------------------- [global] paths
+
+def _global_paths(g: GlobalConfig) -> List[Problem]:
+    problems = []
+    wanted = [("log_path", g.log_path), ("var_path", g.var_path), ("run_path", g.run_path),
+              ("pidfile", os.path.dirname(g.pidfile) if g.pidfile else "")]
+    for key, path in wanted:
+        if not path:
+            continue
+        why = _dir_problem(path)
+        if why:
+            shown = g.pidfile if key == "pidfile" else path
+            problems.append(Problem("skitaid.conf", "global", key, shown,
+                                    "a directory the master can create or write to (%s)" % why))
+    return problems
+
+
+# ---------------------------------------------------------------- listeners
+
+def _listener(g: GlobalConfig, server: ServerConfig, held) -> List[Problem]:
+    if listeners.listen_key(server.address, server.port) in held:
+        return []
+    file = _file(g, server)
+    path = server.unix_path
+    if path:
+        why = None
+        if os.path.lexists(path):
+            if stat.S_ISSOCK(os.lstat(path).st_mode) and _unix_alive(path):
+                why = "another process listens on it"
+        else:
+            why = _dir_problem(os.path.dirname(path))
+        if why:
+            return [Problem(file, "server", "address", server.address,
+                            "a UNIX socket path that can be bound (%s)" % why)]
+        return []
+    try:
+        sock = listeners.bind_listener(server.address, server.port, 1)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+            return [Problem(file, "server", "address", server.address,
+                            "an address of this host (%s)" % reason)]
+        return [Problem(file, "server", "port", str(server.port), "a port that can be bound on %s (%s)"
+                        % (listeners.display(server.address, server.port), reason))]
+    sock.close()
+    return []
+
+
+def _unix_alive(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True
+    return True
+
+
+# ---------------------------------------------------------------- apps
+
+# Runs in the subprocess. Mirrors a worker: skitaid is imported first, then
+# privileges are dropped, then the apps are imported with nothing but
+# PYTHONPATH and site-packages on sys.path. Results go to a private copy of
+# stdout as JSON lines; whatever the apps print goes to stderr.
+_CHILD = r"""
+import json, os, sys, traceback
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+args = json.loads(sys.argv[1])
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+def say(**kw):
+    out.write(json.dumps(kw) + "\n")
+    out.flush()
+from skitaid.apps import load_app
+from skitaid.daemon.privileges import Credentials, drop
+import skitaid.worker.worker, skitaid.routing   # loaded in a worker before the drop too
+if args["creds"]:
+    drop(Credentials(**args["creds"]))
+log = args["log_file"]
+if log:
+    if os.path.exists(log):
+        ok = os.path.isfile(log) and os.access(log, os.W_OK)
+    else:
+        d = os.path.dirname(log)
+        ok = os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)
+    say(log_ok=ok)
+for i, target in args["apps"]:
+    say(start=i)
+    path = target.rpartition(":")[0]
+    if path.endswith(".py") and not os.access(path, os.R_OK):
+        # the parent saw it exist: only this user cannot reach it
+        say(done=i, error="PermissionError: cannot read %s" % path)
+        continue
+    try:
+        load_app(target)
+    except BaseException as e:
+        cause = e.__cause__ or e
+        lines = traceback.format_exception_only(type(cause), cause)
+        say(done=i, error=(lines[-1].strip() if lines else type(cause).__name__))
+    else:
+        say(done=i)
+say(end=True)
+"""
+
+
+def _who(g: GlobalConfig, server: ServerConfig, file: str):
+    """(file, section, key, value) of the setting that chose the workers' user."""
+    if server.user:
+        return file, "server", "user", server.user
+    if g.user:
+        return "skitaid.conf", "global", "user", g.user
+    return file, "server", "user", None
+
+
+def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem]:
+    file = _file(g, server)
+    routes = [r for group in server.hosts for r in group.routes
+              if r.kind == APP and isinstance(r.target, str)]
+    if not routes and not server.request_log_file:
+        return []
+    try:
+        creds = worker_credentials(server.user, server.group, g.user, g.group)
+    except PrivilegeError as e:
+        wfile, section, key, value = _who(g, server, file)
+        return [Problem(wfile, section, key, value, "a user and group the workers can run as (%s)" % e)]
+    as_user = (creds.name or "uid %d" % creds.uid) if creds else _whoami()
+    payload = {"creds": creds.__dict__ if creds else None, "log_file": server.request_log_file,
+               "apps": [[i, r.target] for i, r in enumerate(routes)]}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    timed_out = False
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(payload)], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              cwd="/")
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        stdout, stderr, code, timed_out = e.stdout or b"", e.stderr or b"", None, True
+    results, started, log_ok, ended = {}, set(), None, False
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "start" in msg:
+            started.add(msg["start"])
+        elif "done" in msg:
+            results[msg["done"]] = msg.get("error")
+        elif "log_ok" in msg:
+            log_ok = msg["log_ok"]
+        elif "end" in msg:
+            ended = True
+    err_lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    last_err = err_lines[-1] if err_lines else "exit status %s" % code
+
+    problems = []
+    if log_ok is False:
+        problems.append(Problem(file, "server", "request_log_file", server.request_log_file,
+                                "a file %s can create or append to" % as_user))
+    if not started and not ended:
+        # the subprocess failed before any app: python, skitaid or the drop itself
+        wfile, section, key, value = _who(g, server, file)
+        problems.append(Problem(wfile, section, key, value or as_user,
+                                "a user that can run this server's workers (%s)"
+                                % ("no answer within %g s" % timeout if timed_out else last_err)))
+        return problems
+    for i, route in enumerate(routes):
+        rfile, section = _route_where(route, file)
+        if i in results:
+            if results[i] is not None:
+                problems.append(Problem(rfile, section, route.prefix, route.target,
+                                        "an app that imports as %s (%s)" % (as_user, results[i])))
+        elif i in started:
+            if timed_out:
+                why = "the import did not finish within %g s" % timeout
+            else:
+                why = "the import ended the process: %s" % last_err
+            problems.append(Problem(rfile, section, route.prefix, route.target,
+                                    "an app that imports as %s (%s)" % (as_user, why)))
+    return problems
+
+
+# ---------------------------------------------------------------- a running master
+
+def held_by(pid: int) -> set:
+    """(address, port) pairs process `pid` and its children listen on (needs psutil)."""
+    try:
+        import psutil
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except Exception:
+        return set()
+    held = set()
+    for proc in procs:
+        try:
+            conns = getattr(proc, "net_connections", proc.connections)(kind="all")
+        except Exception:
+            continue
+        for c in conns:
+            if c.family == socket.AF_UNIX:
+                if c.laddr and isinstance(c.laddr, str):
+                    held.add(("unix:" + c.laddr, 0))
+            elif c.status == "LISTEN" and c.laddr:
+                held.add((c.laddr[0], c.laddr[1]))
+    return held
+
+
+def running_master(pidfile: str) -> Optional[int]:
+    """The pid in `pidfile` when that process is alive, else None."""
+    if not pidfile:
+        return None
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid

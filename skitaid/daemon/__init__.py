@@ -1,0 +1,1 @@
+"""The master process and what it needs from the system: listeners, privileges, systemd."""
