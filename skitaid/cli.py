@@ -60,6 +60,27 @@ def _load(args):
         return None
 
 
+def _load_control(args):
+    """For status/stop: the running master is found from skitaid.conf alone, so a
+    server file broken since the start does not lock the operator out."""
+    from .config import ConfigError, find_config_dir, load_config
+    from .config import ini
+    from .config.model import Config
+    config_dir = find_config_dir(getattr(args, "config_dir", None))
+    try:
+        return load_config(config_dir)
+    except ConfigError:
+        pass
+    import os
+    globals_, problems = ini.parse_global(os.path.join(config_dir, "skitaid.conf"),
+                                          config_dir, "skitaid.conf")
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return None
+    return Config(globals=globals_, servers=())
+
+
 def _loader(args):
     """What the master calls to re-read the same config dir on reload."""
     from .config import find_config_dir, load_config
@@ -129,7 +150,9 @@ def cmd_remove(args) -> int:
 
 def cmd_daemon(args) -> int:
     """run, start, stop, restart, reload, status: talk to (or become) the master."""
-    config = _load(args)
+    control_only = args.command in ("stop", "status") or (
+        args.command == "restart" and args.server)
+    config = _load_control(args) if control_only else _load(args)
     if config is None:
         return 1
     from .daemon import commands   # lazily: `check` needs no daemon code

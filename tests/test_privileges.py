@@ -105,8 +105,8 @@ def test_drop_refuses_root_and_reports_failure():
 
 @root_only
 def test_worker_credentials_policy():
-    # nothing configured: workers become nobody
-    assert worker_credentials().name == "nobody"
+    # nothing configured: workers keep the master's user (skitaid.conf says so)
+    assert worker_credentials() is None
     # the server's user wins, with its primary group unless the server says otherwise
     c = worker_credentials("daemon", "", "nobody", "nogroup")
     assert (c.name, c.gid) == ("daemon", pwd.getpwnam("daemon").pw_gid)
@@ -117,7 +117,7 @@ def test_worker_credentials_policy():
     assert worker_credentials("root") is None
     with pytest.raises(PrivilegeError):
         worker_credentials("no-such-user-x")
-    assert needs_drop() and needs_drop("nobody") and not needs_drop("root")
+    assert not needs_drop() and needs_drop("nobody") and not needs_drop("root")
 
 
 def test_not_root_keeps_its_user():

@@ -70,64 +70,59 @@ def start(config, loader=None, wait=30.0):
     offset = os.path.getsize(error_file) if os.path.exists(error_file) else 0
     sys.stdout.flush()
     sys.stderr.flush()
+    # the master writes "R" on this pipe once every server serves; EOF
+    # without it means it failed (the reason is in the error log)
+    ready_r, ready_w = os.pipe()
     child = os.fork()
     if child == 0:
         code = 1
         try:
-            code = _daemon_main(config, loader, log_dir, error_file)
+            os.close(ready_r)
+            code = _daemon_main(config, loader, log_dir, error_file, ready_w)
         finally:
             os._exit(code)
+    os.close(ready_w)
     os.waitpid(child, 0)        # the intermediate process exits once detached
-    return _wait_started(config, error_file, offset, wait)
+    try:
+        return _wait_started(config, ready_r, error_file, offset, wait)
+    finally:
+        os.close(ready_r)
 
 
-def _daemon_main(config, loader, log_dir, error_file):
+def _daemon_main(config, loader, log_dir, error_file, ready_w):
     import daemon
     from .master import Master
-    context = daemon.DaemonContext(working_directory="/", umask=0o022,
-                                   detach_process=True, prevent_core=False)
+    context = daemon.DaemonContext(working_directory="/", umask=0o022, detach_process=True,
+                                   prevent_core=False, files_preserve=[ready_w])
     with context:
         redirect_stdio(error_file)
         setup_error_log(None, any(s.debug for s in config.servers))
-        return Master(config, loader, daemon=True, log_path=log_dir).run()
+        return Master(config, loader, daemon=True, log_path=log_dir, ready_fd=ready_w).run()
 
 
-def _wait_started(config, error_file, offset, wait):
-    deadline = time.monotonic() + wait
-    seen_pid = None
-    while time.monotonic() < deadline:
+def _wait_started(config, ready_r, error_file, offset, wait):
+    import select
+    ready = select.select([ready_r], [], [], wait)[0]
+    said = os.read(ready_r, 1) if ready else None
+    if said == b"R":
         pid = _master_pid(config)
-        if pid:
-            seen_pid = pid
-            try:
-                status = _ask(config, {"command": "status"}, timeout=2.0)
-            except (control.NotRunning, OSError, ValueError):
-                status = None
-            if status is not None and status.get("ready"):
-                failed = [s for s in status["servers"] if s["state"] == "failed"]
-                for s in status["servers"]:
-                    print("%-12s %-8s %s" % (s["name"], s["state"], s["address"]))
-                if failed:
-                    _err("%d server(s) failed to start; see %s" % (len(failed), error_file))
-                    return 1
-                print("skitaid started (pid %d)" % pid)
-                return 0
-            if status is None and not _control_path(config):
-                print("skitaid started (pid %d)" % pid)
-                return 0
-        elif seen_pid is not None or _log_says_stopped(error_file, offset):
-            break
-        time.sleep(0.1)
-    tail = _log_tail(error_file, offset)
-    if _master_pid(config):
-        _err("started, but not ready after %d s; see %s" % (wait, error_file))
+        try:
+            status = _ask(config, {"command": "status"}, timeout=5.0)
+        except (control.NotRunning, OSError, ValueError):
+            status = {"servers": []}
+        failed = [s for s in status["servers"] if s["state"] == "failed"]
+        for s in status["servers"]:
+            print("%-12s %-8s %s" % (s["name"], s["state"], s["address"]))
+        if failed:
+            _err("%d server(s) failed to start; see %s" % (len(failed), error_file))
+            return 1
+        print("skitaid started (pid %s)" % pid)
+        return 0
+    if said is None:
+        _err("not ready after %d s; see %s" % (wait, error_file))
     else:
-        _err("failed to start; from %s:\n%s" % (error_file, tail))
+        _err("failed to start; from %s:\n%s" % (error_file, _log_tail(error_file, offset)))
     return 1
-
-
-def _log_says_stopped(path, offset):
-    return "stopped" in _log_tail(path, offset) or "already running" in _log_tail(path, offset)
 
 
 def _log_tail(path, offset, lines=20):

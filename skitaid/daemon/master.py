@@ -36,13 +36,14 @@ def describe_address(server):
 
 
 class Master:
-    def __init__(self, config, loader=None, daemon=False, log_path=""):
+    def __init__(self, config, loader=None, daemon=False, log_path="", ready_fd=-1):
         """`loader()` returns a fresh Config for reloads (raises ConfigError);
         None (the Python API) restarts the same config's workers instead."""
         self.config = config
         self.loader = loader
         self.daemon = daemon
         self.log_path = log_path
+        self.ready_fd = ready_fd       # `skitaid start` waits on this pipe: "R" = serving
         self.pools = {}
         self.listeners = {}            # listen_key → socket
         self.signals = []
@@ -73,6 +74,7 @@ class Master:
             other = self.pidfile.running()
             if other:
                 error_log.error("skitaid is already running (pid %d, %s)", other, g.pidfile)
+                self._tell_starter(b"")
                 return 1
         inherited = {}
         for sock in systemd.listen_fds():
@@ -84,6 +86,7 @@ class Master:
                 self._listen(server, inherited)
         except _StartError as e:
             error_log.error("%s", e)
+            self._tell_starter(b"")
             return 1
         for sock in inherited.values():       # sockets systemd passed that no server wants
             sock.close()
@@ -92,6 +95,7 @@ class Master:
                 self.pidfile.write()
             except OSError as e:
                 error_log.error("cannot write the pid file %s: %s", g.pidfile, e.strerror)
+                self._tell_starter(b"")
                 return 1
         self._setup_loop()
         if g.run_path:
@@ -192,8 +196,8 @@ class Master:
         elif sig == signal.SIGQUIT:
             self.stop(False)
         elif sig == signal.SIGUSR1:
-            error_log.info("reopening log files (USR1)")
             reopen_stdio()
+            error_log.info("log files reopened (USR1)")
             self._signal_workers(signal.SIGUSR1)
         elif sig == signal.SIGTTIN:
             for pool in self.pools.values():
@@ -231,12 +235,22 @@ class Master:
                     return
                 systemd.notify("READY=1", "STATUS=" + self._status_line())
                 error_log.info("ready: %s", self._status_line())
+                self._tell_starter(b"R")
         elif self.reloading and not any(p.pending for p in self.pools.values()) \
                 and all(s != STARTING for s in states):
             self.reloading = False
             self._close_unused_listeners()
             systemd.notify("READY=1", "STATUS=" + self._status_line())
             error_log.info("reload done: %s", self._status_line())
+
+    def _tell_starter(self, what):
+        if self.ready_fd >= 0:
+            try:
+                os.write(self.ready_fd, what)
+                os.close(self.ready_fd)
+            except OSError:
+                pass
+            self.ready_fd = -1
 
     def _status_line(self):
         parts = []
@@ -425,6 +439,7 @@ class Master:
 
     # -- end ---------------------------------------------------------------------------
     def _cleanup(self):
+        self._tell_starter(b"")
         for sig in _HANDLED:
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

@@ -24,7 +24,6 @@ from typing import Optional
 
 log = logging.getLogger("skitaid.privileges")
 
-DEFAULT_USER = "nobody"
 
 
 class PrivilegeError(Exception):
@@ -88,12 +87,9 @@ def resolve(user: str, group: Optional[str] = None) -> Credentials:
 def needs_drop(user: Optional[str] = None) -> bool:
     """True when this process is root and workers must become someone else.
 
-    Called without a user it answers for the policy above: as root, workers
-    always drop unless `root` itself is configured."""
-    if os.geteuid() != 0:
+    Without a user, workers keep the master's user (the policy below)."""
+    if os.geteuid() != 0 or not user:
         return False
-    if not user:
-        return True
     return _user(str(user)) is None or _user(str(user)).pw_uid != 0
 
 
