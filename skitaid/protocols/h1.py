@@ -338,6 +338,10 @@ class H1Connection(asyncio.Protocol):
         self.transport = transport
         self.client = transport.get_extra_info("peername")
         self.server = transport.get_extra_info("sockname")
+        if not isinstance(self.server, tuple):
+            # a UNIX socket (a proxy in front): no addresses or ports to speak of
+            self.server = ("localhost", 0)
+            self.client = ("unix", 0)
         if self.scheme == "http":
             sock = transport.get_extra_info("socket")
             self.fd = sock.fileno() if sock is not None else None
