@@ -94,9 +94,14 @@ class Master:
             try:
                 self.pidfile.write()
             except OSError as e:
-                error_log.error("cannot write the pid file %s: %s", g.pidfile, e.strerror)
-                self._tell_starter(b"")
-                return 1
+                if self.daemon:
+                    error_log.error("cannot write the pid file %s: %s", g.pidfile, e.strerror)
+                    self._tell_starter(b"")
+                    return 1
+                # in the foreground (a user trying the default config) it only
+                # costs `skitaid stop/status`
+                error_log.warning("no pid file (%s: %s)", g.pidfile, e.strerror)
+                self.pidfile = None
         self._setup_loop()
         if g.run_path:
             self._open_control(g.run_path)
