@@ -652,3 +652,32 @@ def test_script_start_status_stop(tmp_path):
         stopped = run("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert run("status").returncode == 3
+
+
+def test_socket_activation_serves_on_the_inherited_listener(site):
+    site.app()
+    # the "systemd" side: a listening socket handed over as fd 3
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    site.ini("web", port)
+    fd = listener.fileno()
+    # what systemd does before exec: the socket at fd 3, LISTEN_PID = the pid to be
+    shim = ("import os, sys; os.dup2(%d, 3); os.environ.update(LISTEN_PID=str(os.getpid()), "
+            "LISTEN_FDS='1', LISTEN_FDNAMES='web'); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'skitaid', 'run', '-c', %r])"
+            % (fd, site.root))
+    log = open(os.path.join(site.root, "activation.log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-c", shim], pass_fds=[fd], stdout=log,
+                            stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        listener.close()        # only the master holds it now
+        # binding the port itself would have failed: the test's socket held it
+        assert wait_for(lambda: "ready: web running" in open(log.name).read(), 15)
+        assert answer(port)[0] == "v1"
+        assert "cannot listen" not in open(log.name).read()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
