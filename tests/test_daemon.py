@@ -223,6 +223,28 @@ def test_hung_worker_is_aborted_with_its_stack_logged(site, master):
     assert 'in app' in log and "app.py" in log        # the hung frame, from faulthandler
 
 
+def test_worker_with_every_app_thread_stuck_is_replaced(site, master):
+    site.app()
+    port = free_port()
+    site.ini("web", port, processes=1, threads=1, worker_timeout=2)
+    m = master(port)
+    old = answer(port)[1]
+    # the only app thread spins forever; the loop still runs, but the next
+    # request waits behind it: that worker is hung for its clients
+    stuck = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        stuck[0].sendall(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_for(lambda: psutil.Process(old).cpu_percent(0.1) > 50)   # it spins
+        stuck[1].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert m.wait_log("app threads busy for over 2 s", timeout=10)
+        assert wait_for(lambda: replaced(site, "web", old), 10)
+    finally:
+        for s in stuck:
+            s.close()
+    assert answer(port)[1] != old
+    assert "in app" in m.log        # the spinning frame, from faulthandler
+
+
 def test_cpu_runaway_worker_is_replaced_by_the_critical_point(site, master):
     site.app()
     port = free_port()

@@ -18,6 +18,7 @@ class ThreadPool:
         self._threads = []
         self.avg_service = 0.0     # moving average of a job's run time, seconds
         self._samples = 0          # jobs averaged so far, up to 32
+        self.last_done = time.monotonic()   # when a job last finished (hang detection)
         for i in range(size):
             t = threading.Thread(target=self._run, name="%s-%d" % (name, i), daemon=True)
             t.start()
@@ -52,6 +53,13 @@ class ThreadPool:
             if n < 32:
                 n = self._samples = n + 1
             self.avg_service += (clock() - t0 - self.avg_service) / n
+            self.last_done = time.monotonic()
+
+    def stalled_for(self, now):
+        """Seconds jobs have been waiting while no thread finished anything (0: not stalled)."""
+        if self._queue.empty():
+            return 0.0
+        return now - self.last_done
 
     def shutdown(self, timeout=None):
         for _ in self._threads:

@@ -35,6 +35,7 @@ class Worker:
         # the master's view of this worker (daemon/scoreboard.py); None when standalone
         self.slot = slot
         self._recycle_at = 0
+        self._stalled = False
         self.loop = None
         self.pool = None
         self.router = None
@@ -126,10 +127,20 @@ class Worker:
         slot = self.slot
         if slot is not None and not self._stopping:
             # the heartbeat: a loop that stops coming here is hung
-            if self._recycle_at and self.requests >= self._recycle_at:
+            pool = self.pool
+            timeout = self.config.worker_timeout
+            if timeout and pool is not None and pool.stalled_for(now) > timeout:
+                # every app thread is stuck and requests queue up behind them:
+                # no heartbeat, so the master treats this worker as hung
+                if not self._stalled:
+                    self._stalled = True
+                    error_log.error("all %d app threads busy for over %g s with requests "
+                                    "waiting", pool.size, timeout)
+            elif self._recycle_at and self.requests >= self._recycle_at:
                 from ..daemon.scoreboard import RECYCLE
                 slot.set(RECYCLE, self.requests)
             else:
+                self._stalled = False
                 slot.beat(self.requests)
         self._sweep_handle = self.loop.call_later(1.0, self._sweep)
 
