@@ -27,6 +27,7 @@ VERSION = {version!r}
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/sleep":
+        open(os.path.join(os.path.dirname(__file__), "sleeping"), "w").close()
         time.sleep(float(environ.get("QUERY_STRING") or 2))
     elif path == "/spin":
         while True:
@@ -490,8 +491,7 @@ def test_graceful_stop_finishes_the_request_in_flight(site):
         results = []
         t = threading.Thread(target=lambda: results.append(get(port, "/sleep?2")))
         t.start()
-        assert wait_for(lambda: site.server("web")["workers"][0]["state"] == "ready")
-        time.sleep(0.3)         # the request is in the app by now (it sleeps 2 s)
+        assert wait_for(lambda: os.path.exists(os.path.join(site.root, "sleeping")))
         stop = site.cli("stop")
         t.join(10)
         assert stop.returncode == 0 and "stopped" in stop.stdout
