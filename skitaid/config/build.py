@@ -104,6 +104,8 @@ _SERVER_KEYS = {
     "max_requests": ("max_requests", v.integer(0)),
     "max_requests_jitter": ("max_requests_jitter", v.integer(0)),
     "max_rss": ("max_rss", v.size),
+    "http2": ("http2", v.boolean),
+    "forward": ("forward", v.forward),
     # limits
     "keep_alive": ("limits.keep_alive", v.seconds()),
     "response_timeout": ("limits.response_timeout", v.seconds()),
@@ -136,6 +138,9 @@ def _server_keys(ctx, sections):
             if kw.get(name) and not os.path.isfile(kw[name]):
                 sec, key, value = where[name]
                 ctx.problem(sec, key, value, "an existing file (%s)" % kw[name])
+    if kw.get("forward") and kw["forward"][0] == kw.get("port", ServerConfig.port):
+        sec, key, value = where["forward"]
+        ctx.problem(sec, key, value, "a forward port other than the server's port")
     return kw, Limits(**limits)
 
 

@@ -15,6 +15,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
+from ..push import bind as _bind_push, push_on as _push_on
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..version import __version__
@@ -222,6 +223,11 @@ class WSGIHandler:
         env["SERVER_PROTOCOL"] = "HTTP/" + req.version
         env["wsgi.url_scheme"] = req.scheme
         env["wsgi.input"] = req.body
+        if req.scheme == "https":
+            env["HTTPS"] = "on"
+        env["skitaid.push"] = lambda uri: _push_on(exchange, uri)
+        if req.version == "2":
+            exchange.wsgi_environ(env, self.loop)
         if req.client:
             env["REMOTE_ADDR"] = req.client[0]
             env["REMOTE_PORT"] = str(req.client[1])
@@ -251,6 +257,7 @@ class WSGIHandler:
             return
         resp = _InlineResponse(exchange, self.loop)
         result = None
+        _bind_push(exchange)
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
@@ -265,6 +272,7 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
+            _bind_push(None)
             if result is not None:
                 _close(result)
 
@@ -299,6 +307,7 @@ class WSGIHandler:
             return
         resp = _Response(exchange, self.loop)
         result = None
+        _bind_push(exchange)
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
@@ -319,6 +328,7 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
+            _bind_push(None)
             if result is not None:
                 _close(result)
 

@@ -33,7 +33,7 @@ def bind_socket(address, port, backlog=2048):
 
 def _url(server):
     host = "[%s]" % server.address if ":" in server.address else server.address
-    return "http://%s:%d/" % (host or "0.0.0.0", server.port)
+    return "%s://%s:%d/" % ("https" if server.ssl else "http", host or "0.0.0.0", server.port)
 
 
 def serve(config):
@@ -41,24 +41,32 @@ def serve(config):
     setup_error_log(None, any(s.debug for s in config.servers))
     bound = []
     for server in config.servers:
+        port = server.port
         try:
-            bound.append((server, [bind_socket(server.address, server.port, server.backlog)]))
+            sockets = [bind_socket(server.address, port, server.backlog)]
+            forward = []
+            if server.forward:       # (http port, https port, domain)
+                port = server.forward[0]
+                forward.append(bind_socket(server.address, port, server.backlog))
+            bound.append((server, sockets, forward))
         except OSError as e:
             print("skitaid: cannot listen on %s:%d for server %r: %s"
-                  % (server.address, server.port, server.name, e.strerror), file=sys.stderr)
+                  % (server.address, port, server.name, e.strerror), file=sys.stderr)
             return 1
-    for server, _ in bound:
+    for server, _, forward in bound:
         error_log.info("server %r listening on %s (threads=%d, pid %d)",
                        server.name, _url(server), server.threads, os.getpid())
+        if forward:
+            error_log.info("server %r forwards http port %d to https port %d",
+                           server.name, server.forward[0], server.forward[1])
     if len(bound) == 1:
-        server, sockets = bound[0]
-        return _run_worker(server, sockets)
+        return _run_worker(*bound[0])
     return _fork_servers(bound)
 
 
-def _run_worker(server, sockets):
+def _run_worker(server, sockets, forward_sockets=()):
     try:
-        return Worker(server, sockets).run()
+        return Worker(server, sockets, forward_sockets=forward_sockets).run()
     except Exception:
         error_log.exception("server %r failed", server.name)
         return 1
@@ -66,16 +74,16 @@ def _run_worker(server, sockets):
 
 def _fork_servers(bound):
     children = {}
-    for server, sockets in bound:
+    for server, sockets, forward in bound:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _run_worker(server, sockets)
+                code = _run_worker(server, sockets, forward)
             finally:
                 os._exit(code)
         children[pid] = server.name
-        for s in sockets:
+        for s in sockets + forward:
             s.close()
 
     def forward(sig, frame):

@@ -11,6 +11,7 @@ import time
 
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log
+from ..protocols.forward import ForwardConnection
 from ..protocols.h1 import H1Connection
 from ..routing import build_router
 from .threadpool import ThreadPool
@@ -25,10 +26,11 @@ def new_event_loop():
 
 
 class Worker:
-    def __init__(self, config, sockets, worker_id=0, request_log_path=None):
+    def __init__(self, config, sockets, worker_id=0, request_log_path=None, forward_sockets=()):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
+        self.forward_sockets = forward_sockets   # HTTP → HTTPS 301 listeners (config.forward)
         self.worker_id = worker_id
         self.request_log_path = request_log_path
         self.loop = None
@@ -64,10 +66,17 @@ class Worker:
                                       "W%d" % self.worker_id,
                                       config.log_off, config.request_log)
         self.router = build_router(config, self)
+        factory, tls = self.protocol_factory()
         for sock in self.sockets:
-            server = await loop.create_server(lambda: H1Connection(self), sock=sock,
-                                              backlog=config.backlog)
+            server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls)
             self.servers.append(server)
+        if self.forward_sockets:
+            _, https_port, domain = config.forward
+            for sock in self.forward_sockets:
+                server = await loop.create_server(
+                    lambda: ForwardConnection(self, https_port, domain),
+                    sock=sock, backlog=config.backlog)
+                self.servers.append(server)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
@@ -76,6 +85,17 @@ class Worker:
         graceful = await self._stop
         await self._shutdown(graceful)
         return 0
+
+    def protocol_factory(self):
+        """(factory, create_server keywords): TLS picks h2 or h1 by ALPN after
+        the handshake; cleartext starts as HTTP/1.1, which hands h2c over."""
+        config = self.config
+        if not config.ssl:
+            return (lambda: H1Connection(self)), {}
+        from ..protocols.tls import TLSSelector, server_context
+        ctx = server_context(config.certfile, config.keyfile, config.passphrase, config.http2)
+        return (lambda: TLSSelector(self)), {
+            "ssl": ctx, "ssl_handshake_timeout": max(1.0, config.limits.request_timeout)}
 
     def stop(self, graceful=True):
         if self._stop is not None and not self._stop.done():
