@@ -15,7 +15,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
-from ..push import bind as _bind_push, push_on as _push_on
+from ..push import bind as _bind_push
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..version import __version__
@@ -225,7 +225,6 @@ class WSGIHandler:
         env["wsgi.input"] = req.body
         if req.scheme == "https":
             env["HTTPS"] = "on"
-        env["skitaid.push"] = lambda uri: _push_on(exchange, uri)
         if req.version == "2":
             exchange.wsgi_environ(env, self.loop)
         if req.client:

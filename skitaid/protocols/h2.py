@@ -35,6 +35,7 @@ from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request
 from ..handlers.errors import error_response
 from ..http_status import status_code
+from ..push import push_on
 from . import dates
 
 MAX_STREAMS = 100                   # concurrent streams a client may open
@@ -289,8 +290,9 @@ class H2Exchange(Exchange):
         return self.conn.push(self, path)
 
     def wsgi_environ(self, env, loop):
-        """HTTP/2-only environ entries."""
+        """HTTP/2-only environ entries (skitaid.push() works everywhere)."""
         env["skitaid.request_trailers"] = self.request_trailers
+        env["skitaid.push"] = lambda uri: push_on(self, uri)
 
         def set_trailers(headers):
             loop.call_soon_threadsafe(self.set_trailers, list(headers))
