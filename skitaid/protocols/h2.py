@@ -351,7 +351,7 @@ class H2Connection(asyncio.Protocol):
             self._open_window()
         if len(worker.connections) > self.limits.max_connections:
             self.closing = True
-            self._goaway(REFUSED)
+            self._goaway(NO_ERROR)     # last stream 0: nothing taken, try again later
             self.close_soon()
             return
         self._queue_flush()
