@@ -146,12 +146,14 @@ skitaid.run(address="127.0.0.1", port=int(os.environ["PORT"]), threads=8,
 '''
 
 CSS = b"body { color: #333 }\n" * 10
+BIG_FILE = os.urandom(5 * MB + 3)
 
 
 def make_root(root):
     (root / "app.py").write_text(APP)
     (root / "static").mkdir()
     (root / "static" / "app.css").write_bytes(CSS)
+    (root / "static" / "big.bin").write_bytes(BIG_FILE)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                     "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"),
                     "-days", "2", "-subj", "/CN=localhost",
@@ -294,6 +296,17 @@ def test_httpx_over_tls_negotiates_h2(tls, root):
         assert r.headers["server"] == "skitaid" and "date" in r.headers
         r = c.get(https(tls) + "/static/app.css")
         assert r.content == CSS and r.headers["content-type"].startswith("text/css")
+
+
+def test_big_static_file_over_h2(tls, clear, root):
+    with httpx.Client(http2=True, verify=client_ctx(root)) as c:
+        r = c.get(https(tls) + "/static/big.bin")
+        assert r.http_version == "HTTP/2" and r.content == BIG_FILE
+        r = c.get(https(tls) + "/static/big.bin", headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206 and r.content == BIG_FILE[100:200]
+    with httpx.Client(http1=False, http2=True) as c:
+        r = c.get(clear.url + "/static/big.bin")
+        assert r.content == BIG_FILE
 
 
 def test_tls_http11_by_alpn(tls, root):

@@ -452,7 +452,8 @@ class H2Connection(asyncio.Protocol):
                     self.closing = True
                     if not self.streams:
                         self.close_soon()
-                    return
+                        return
+                    break
         except ProtocolError as e:
             return self._fail(e.error_code if isinstance(e.error_code, int) else ErrorCodes.PROTOCOL_ERROR)
         except Exception:
