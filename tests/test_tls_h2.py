@@ -134,7 +134,9 @@ skitaid.mount("/endless", endless)
 skitaid.mount("/push", push)
 skitaid.mount("/trailers", trailers)
 skitaid.mount("/static", "static")
-if os.environ.get("TLS"):
+if os.environ.get("PASS"):
+    skitaid.enable_ssl("cert.pem", "key-enc.pem", os.environ["PASS"])
+elif os.environ.get("TLS"):
     skitaid.enable_ssl("cert.pem", "key.pem")
 if os.environ.get("FORWARD"):
     https_port, domain = os.environ["FORWARD"].split(",")
@@ -158,6 +160,9 @@ def make_root(root):
                     "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"),
                     "-days", "2", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", str(root / "key.pem"), "-aes256",
+                    "-passout", "pass:s3cret", "-out", str(root / "key-enc.pem")],
                    check=True, capture_output=True)
     return root
 
@@ -307,6 +312,18 @@ def test_big_static_file_over_h2(tls, clear, root):
     with httpx.Client(http1=False, http2=True) as c:
         r = c.get(clear.url + "/static/big.bin")
         assert r.content == BIG_FILE
+
+
+def test_encrypted_key_with_passphrase(root):
+    s = start(root, PASS="s3cret")
+    try:
+        with httpx.Client(http2=True, verify=client_ctx(root)) as c:
+            assert c.get(https(s) + "/hello/k").text == "hello /k HTTP/2 https on"
+    finally:
+        s.stop()
+    with pytest.raises(RuntimeError) as e:      # exits at start, saying why
+        start(root, PASS="wrong")
+    assert "cannot load the TLS certificate" in str(e.value)
 
 
 def test_tls_http11_by_alpn(tls, root):

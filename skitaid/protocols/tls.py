@@ -26,7 +26,11 @@ def server_context(certfile, keyfile="", passphrase="", http2=True):
     ctx.set_ciphers(CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    ctx.load_cert_chain(certfile, keyfile or None, passphrase or None)
+    try:
+        ctx.load_cert_chain(certfile, keyfile or None, passphrase or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError("cannot load the TLS certificate %s (key %s): %s"
+                         % (certfile, keyfile or "in the same file", e)) from None
     ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return ctx
 

@@ -39,6 +39,14 @@ def _url(server):
 def serve(config):
     """Serve every server of `config` in the foreground; returns an exit code."""
     setup_error_log(None, any(s.debug for s in config.servers))
+    for server in config.servers:
+        if server.ssl:       # a bad certificate or passphrase: say so before listening
+            from ..protocols.tls import server_context
+            try:
+                server_context(server.certfile, server.keyfile, server.passphrase, server.http2)
+            except ValueError as e:
+                print("skitaid: server %r: %s" % (server.name, e), file=sys.stderr)
+                return 1
     bound = []
     for server in config.servers:
         port = server.port
