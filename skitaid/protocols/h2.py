@@ -27,7 +27,7 @@ from h2.errors import ErrorCodes
 from h2.events import (ConnectionTerminated, DataReceived, PingReceived,
                        RemoteSettingsChanged, RequestReceived, StreamEnded, StreamReset,
                        TrailersReceived, WindowUpdated)
-from h2.exceptions import FlowControlError, H2Error, ProtocolError, StreamClosedError
+from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
