@@ -118,6 +118,14 @@ def push(environ, start_response):
     return [body]
 
 
+def readall(environ, start_response):
+    """wsgi.input.read() with no size: the whole body at once."""
+    data = environ["wsgi.input"].read()
+    body = ("%d %s" % (len(data), hashlib.sha256(data).hexdigest())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
 def trailers(environ, start_response):
     data = environ["wsgi.input"].read()
     got = environ.get("skitaid.request_trailers")
@@ -133,6 +141,7 @@ skitaid.mount("/sleep", sleep)
 skitaid.mount("/endless", endless)
 skitaid.mount("/push", push)
 skitaid.mount("/trailers", trailers)
+skitaid.mount("/readall", readall)
 skitaid.mount("/static", "static")
 if os.environ.get("PASS"):
     skitaid.enable_ssl("cert.pem", "key-enc.pem", os.environ["PASS"])
@@ -392,6 +401,14 @@ def test_validator_app_over_h2(clear, tls, root):
         assert c.post(https(tls) + "/v/p", content=body).text == want
     no_app_errors(clear)
     no_app_errors(tls)
+
+
+def test_read_everything_beyond_the_flow_control_high_water(clear):
+    body = os.urandom(3 * MB + 5)      # > body.HIGH_WATER: the read must not stall
+    want = "%d %s" % (len(body), hashlib.sha256(body).hexdigest())
+    with httpx.Client(http1=False, http2=True, timeout=20) as c:
+        assert c.post(clear.url + "/readall", content=body).text == want
+    assert httpx.post(clear.url + "/readall", content=body, timeout=20).text == want
 
 
 def test_streams_run_concurrently(clear):
