@@ -91,6 +91,24 @@ def enable_debug(on=True):
     _settings["debug"] = bool(on)
 
 
+def enable_ssl(certfile, keyfile=None, passphrase=None):
+    """Serve over TLS (h2 and http/1.1 by ALPN). Relative paths are relative to the script."""
+    def where(p):
+        return p if not p or os.path.isabs(p) else os.path.join(_script_dir(), p)
+    certfile = where(certfile)
+    keyfile = where(keyfile or "")
+    for p in (certfile, keyfile):
+        if p and not os.path.isfile(p):
+            raise FileNotFoundError("skitaid.enable_ssl: no such file: %s" % p)
+    _settings.update(ssl=True, certfile=certfile, keyfile=keyfile, passphrase=passphrase or "")
+
+
+def enable_forward(port=80, https_port=443, domain=None):
+    """Listen on `port` too, answering every request there with a 301 to the
+    same path and query on https://(domain or the request's host):https_port."""
+    _settings["forward"] = (int(port), int(https_port), domain or "")
+
+
 def config(**options):
     """Set server options (the keys of a [server] section) before run()."""
     _settings.update(options)

@@ -163,9 +163,21 @@ class RequestBody:
             self._loop.call_soon_threadsafe(self._flow.body_resume)
         return data
 
+    def _want_all(self):
+        """The reader needs more than HIGH_WATER at once (read() of everything,
+        a line longer than that): it will hold it all anyway, bounded by
+        max_upload_size, so flow control must not stop the client (it would
+        wait for a reader that waits for it). Lock held."""
+        was_paused = self._paused
+        self._paused = True       # "already paused": feed() never pauses again
+        if was_paused:
+            self._loop.call_soon_threadsafe(self._flow.body_resume)
+
     def read(self, size=-1):
         with self._cond:
             if size is None or size < 0:
+                if not self.complete:
+                    self._want_all()
                 while not self.complete:
                     self._wait()
                 return self._take(self._available())
@@ -196,6 +208,8 @@ class RequestBody:
                     n = self._available()
                     break
                 start = len(self._buf)
+                if self._paused:
+                    self._want_all()
                 self._wait()
                 start = min(start, len(self._buf))
                 start = max(start, self._pos)

@@ -89,3 +89,13 @@ class Exchange:
     def push(self, path):
         """Server push (HTTP/2 only); ignored elsewhere."""
         return False
+
+    def can_push(self):
+        """True when push(path) would send a PUSH_PROMISE."""
+        return False
+
+    def set_trailers(self, headers):
+        """Headers sent after the body (HTTP/2 only); ignored elsewhere."""
+
+    def wsgi_environ(self, env, loop):
+        """Protocol-specific WSGI environ entries (called on an app thread)."""

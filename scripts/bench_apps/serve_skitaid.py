@@ -4,6 +4,7 @@
     serve_skitaid.py --port 18080 --threads 4 --app hello:app
     serve_skitaid.py --port 18080 --threads 4 --app /path/to/hello.py:app
     serve_skitaid.py --port 18080 --threads 4 --static /some/dir
+    serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem
 
 The request log is off so the comparison is fair with gunicorn and nginx,
 whose access logs are off in the benchmark too.
@@ -47,6 +48,8 @@ def main(argv=None):
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--certfile", help="serve TLS (h2 and http/1.1 by ALPN)")
+    p.add_argument("--keyfile")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--app", help="module:callable or /path/file.py:callable")
     what.add_argument("--static", metavar="DIR", help="directory to serve")
@@ -65,6 +68,9 @@ def main(argv=None):
             p.error("--static %s: not a directory" % target)
 
     skitaid.mount("/", target)
+    if args.certfile:
+        skitaid.enable_ssl(os.path.abspath(args.certfile),
+                           os.path.abspath(args.keyfile) if args.keyfile else None)
     skitaid.run(address=args.address, port=args.port, threads=args.threads,
                 request_log=False)
 

@@ -105,6 +105,8 @@ _SERVER_KEYS = {
     "max_requests": ("max_requests", v.integer(0)),
     "max_requests_jitter": ("max_requests_jitter", v.integer(0)),
     "max_rss": ("max_rss", v.size),
+    "http2": ("http2", v.boolean),
+    "forward": ("forward", v.forward),
     # limits
     "keep_alive": ("limits.keep_alive", v.seconds()),
     "response_timeout": ("limits.response_timeout", v.seconds()),
@@ -139,6 +141,9 @@ def _server_keys(ctx, sections):
                 ctx.problem(sec, key, value, "an existing file (%s)" % kw[name])
     if kw.get("address", "").startswith("unix:"):
         _unix_address(ctx, where["address"], kw["address"][5:])
+    if kw.get("forward") and kw["forward"][0] == kw.get("port", ServerConfig.port):
+        sec, key, value = where["forward"]
+        ctx.problem(sec, key, value, "a forward port other than the server's port")
     return kw, Limits(**limits)
 
 

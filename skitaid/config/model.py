@@ -106,6 +106,10 @@ class ServerConfig:
     max_requests: int = 0                  # recycle a worker after this many requests (0: off)
     max_requests_jitter: int = 0           # random 0..N added per worker so they don't recycle together
     max_rss: int = 0                       # recycle a worker above this resident size, bytes (0: off)
+    # --- TLS and HTTP/2 ---
+    http2: bool = True                     # h2 by ALPN over TLS, h2c (preface or Upgrade) in clear
+    # (http port, https port, domain): a listener answering 301 to https://; () → none
+    forward: Tuple[Any, ...] = ()
 
     @property
     def unix_path(self) -> str:

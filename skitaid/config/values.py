@@ -147,3 +147,26 @@ def _networks(s):
 
 
 networks = Kind("IP networks separated by commas (e.g. 10.0.0.0/8, 192.168.1/24)", _networks)
+
+
+_FORWARD = re.compile(r"(\d+)\s*->\s*(?:(\d+)|([A-Za-z0-9.-]+)(?::(\d+))?)\s*")
+
+
+def _forward(s):
+    """'80 -> 443', '80 -> example.com', '80 -> example.com:8443'."""
+    m = _FORWARD.fullmatch(s)
+    if not m:
+        raise ValueError(s)
+    http_port = int(m.group(1))
+    if m.group(2):
+        https_port, domain = int(m.group(2)), ""
+    else:
+        domain = m.group(3)
+        https_port = int(m.group(4) or 443)
+    if not (0 < http_port < 65536 and 0 < https_port < 65536):
+        raise ValueError(s)
+    return (http_port, https_port, domain)
+
+
+forward = Kind("HTTP_PORT -> HTTPS_PORT, or HTTP_PORT -> DOMAIN[:HTTPS_PORT] (e.g. 80 -> 443)",
+               _forward)

@@ -24,7 +24,8 @@ def set_title(title):
     setproctitle(title)
 
 
-def worker_main(server, sockets, index, slot, credentials, request_log_path, close):
+def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
+                close):
     """Runs in the child after fork(); never returns."""
     code = 1
     try:
@@ -43,13 +44,16 @@ def worker_main(server, sockets, index, slot, credentials, request_log_path, clo
         # be able to read the Python installation); app code loads after the drop
         from ..worker.worker import Worker
         from ..handlers import static  # noqa: F401  (imported lazily by the router)
+        worker = Worker(server, sockets, index, request_log_path, slot,
+                        forward_sockets=forward_sockets)
+        worker.tls_context()            # the key file may be readable by root only
         if credentials is not None:
             from .privileges import drop
             drop(credentials)
         # SIGABRT from the master (hung worker): every thread's stack goes to
         # the error log (stderr), then the worker dies of the signal
         faulthandler.enable(file=sys.stderr, all_threads=True)
-        code = Worker(server, sockets, index, request_log_path, slot).run()
+        code = worker.run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:

@@ -29,10 +29,15 @@ def listen_key(server):
 
 
 def describe_address(server):
-    if server.address.startswith("unix:"):
-        return server.address
-    host = "[%s]" % server.address if ":" in server.address else server.address
-    return "%s://%s:%d" % ("https" if server.ssl else "http", host, server.port)
+    return _describe(server, server.address, server.port)
+
+
+def _describe(server, address, port):
+    if address.startswith("unix:"):
+        return address
+    host = "[%s]" % address if ":" in address else address
+    scheme = "https" if server.ssl and port == server.port else "http"
+    return "%s://%s:%d" % (scheme, host, port)
 
 
 class Master:
@@ -126,22 +131,36 @@ class Master:
             raise _StartError("server %r: %s" % (server.name, e))
 
     def _listen(self, server, inherited=None):
-        key = listen_key(server)
-        if key in self.listeners:
-            return
-        if inherited and key in inherited:
-            self.listeners[key] = inherited.pop(key)
-            return
-        try:
-            address = server.address
-            self.listeners[key] = listeners.bind_listener(address, server.port, server.backlog)
-        except OSError as e:
-            raise _StartError("server %r: cannot listen on %s: %s"
-                              % (server.name, describe_address(server),
-                                 e.strerror or e))
+        """Bind (or reuse) the server's listener and its HTTP→HTTPS forward port."""
+        if server.ssl:      # a bad certificate or passphrase: say so before listening
+            from ..protocols.tls import server_context
+            try:
+                server_context(server.certfile, server.keyfile, server.passphrase, server.http2)
+            except ValueError as e:
+                raise _StartError("server %r: %s" % (server.name, e))
+        wanted = [(server.address, server.port)]
+        if server.forward:
+            wanted.append((server.address, server.forward[0]))
+        for address, port in wanted:
+            key = listeners.listen_key(address, port)
+            if key in self.listeners:
+                continue
+            if inherited and key in inherited:
+                self.listeners[key] = inherited.pop(key)
+                continue
+            try:
+                self.listeners[key] = listeners.bind_listener(address, port, server.backlog)
+            except OSError as e:
+                raise _StartError("server %r: cannot listen on %s: %s"
+                                  % (server.name, _describe(server, address, port),
+                                     e.strerror or e))
 
     def _sockets(self, server):
-        return [self.listeners[listen_key(server)]]
+        """[main listener] + [forward listener]: what the server's workers get."""
+        socks = [self.listeners[listen_key(server)]]
+        if server.forward:
+            socks.append(self.listeners[listeners.listen_key(server.address, server.forward[0])])
+        return socks
 
     def _setup_loop(self):
         self.selector = selectors.DefaultSelector()
@@ -282,7 +301,8 @@ class Master:
         close.append(_Fd(self._wake_w))
         pid = os.fork()
         if pid == 0:
-            worker_main(server, gen.sockets, index, self.scoreboard.slot(slot),
+            main, forward = gen.sockets[:1], gen.sockets[1:]
+            worker_main(server, main, forward, index, self.scoreboard.slot(slot),
                         self._credentials.get(server.name), request_log, close)
         return pid, slot
 

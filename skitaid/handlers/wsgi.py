@@ -15,6 +15,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
+from ..push import bind as _bind_push
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..version import __version__
@@ -222,6 +223,10 @@ class WSGIHandler:
         env["SERVER_PROTOCOL"] = "HTTP/" + req.version
         env["wsgi.url_scheme"] = req.scheme
         env["wsgi.input"] = req.body
+        if req.scheme == "https":
+            env["HTTPS"] = "on"
+        if req.version == "2":
+            exchange.wsgi_environ(env, self.loop)
         if req.client:
             env["REMOTE_ADDR"] = req.client[0]
             env["REMOTE_PORT"] = str(req.client[1])
@@ -251,6 +256,7 @@ class WSGIHandler:
             return
         resp = _InlineResponse(exchange, self.loop)
         result = None
+        _bind_push(exchange)
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
@@ -265,6 +271,7 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
+            _bind_push(None)
             if result is not None:
                 _close(result)
 
@@ -299,6 +306,7 @@ class WSGIHandler:
             return
         resp = _Response(exchange, self.loop)
         result = None
+        _bind_push(exchange)
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
@@ -319,6 +327,7 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
+            _bind_push(None)
             if result is not None:
                 _close(result)
 

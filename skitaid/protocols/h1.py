@@ -16,7 +16,7 @@ import httptools
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request
 from ..http_status import status_code, status_line
-from . import dates
+from . import dates, h2c
 
 SERVER_HEADER = b"Server: skitaid\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -332,6 +332,10 @@ class H1Connection(asyncio.Protocol):
         self._out = None
         self.client = None
         self.server = None
+        # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
+        self._h2c = scheme == "http" and getattr(worker.config, "http2", False)
+        self._h2_sniff = b"" if self._h2c else None
+        self._h2c_request = None
 
     # -- asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport):
@@ -419,6 +423,10 @@ class H1Connection(asyncio.Protocol):
 
     def data_received(self, data):
         self.last_active = time.monotonic()
+        if self._h2_sniff is not None:
+            data = h2c.sniff(self, data)
+            if data is None:
+                return
         if self.state >= LINGER:
             if self.state == LINGER:
                 self._linger_bytes += len(data)
@@ -430,7 +438,10 @@ class H1Connection(asyncio.Protocol):
         except _Reject as e:
             self.reject(e.status, e.detail)
             return
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as e:
+            if self._h2c_request is not None:
+                h2c.switch(self, data[e.args[0]:])
+                return
             # Protocol switches come with later issues; the request was served as plain HTTP.
             self.closing = True
             return
@@ -561,6 +572,8 @@ class H1Connection(asyncio.Protocol):
         else:
             req.body = EMPTY_BODY
             ex_class = H1Exchange
+        if self._h2c and h2c.wants_upgrade(self, req):
+            return      # the connection becomes HTTP/2 after this head (h2c.switch)
         self._parsing = req
         self.state = BUSY
         ex = ex_class(self, req, parser.should_keep_alive() and not self.closing, version)

@@ -12,6 +12,7 @@ import time
 
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
+from ..protocols.forward import ForwardConnection
 from ..protocols.h1 import H1Connection
 from ..routing import build_router
 from .threadpool import ThreadPool
@@ -26,16 +27,19 @@ def new_event_loop():
 
 
 class Worker:
-    def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None):
+    def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None,
+                 forward_sockets=()):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
+        self.forward_sockets = forward_sockets   # HTTP → HTTPS 301 listeners (config.forward)
         self.worker_id = worker_id
         self.request_log_path = request_log_path
         # the master's view of this worker (daemon/scoreboard.py); None when standalone
         self.slot = slot
         self._recycle_at = 0
         self._stalled = False
+        self._tls_context = None
         self.loop = None
         self.pool = None
         self.router = None
@@ -69,10 +73,17 @@ class Worker:
                                       "W%d" % self.worker_id,
                                       config.log_off, config.request_log)
         self.router = build_router(config, self)
+        factory, tls = self.protocol_factory()
         for sock in self.sockets:
-            server = await loop.create_server(lambda: H1Connection(self), sock=sock,
-                                              backlog=config.backlog)
+            server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls)
             self.servers.append(server)
+        if self.forward_sockets:
+            _, https_port, domain = config.forward
+            for sock in self.forward_sockets:
+                server = await loop.create_server(
+                    lambda: ForwardConnection(self, https_port, domain),
+                    sock=sock, backlog=config.backlog)
+                self.servers.append(server)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
@@ -86,6 +97,26 @@ class Worker:
         graceful = await self._stop
         await self._shutdown(graceful)
         return 0
+
+    def protocol_factory(self):
+        """(factory, create_server keywords): TLS picks h2 or h1 by ALPN after
+        the handshake; cleartext starts as HTTP/1.1, which hands h2c over."""
+        config = self.config
+        if not config.ssl:
+            return (lambda: H1Connection(self)), {}
+        from ..protocols.tls import TLSSelector
+        ctx = self.tls_context()
+        return (lambda: TLSSelector(self)), {
+            "ssl": ctx, "ssl_handshake_timeout": max(1.0, config.limits.request_timeout)}
+
+    def tls_context(self):
+        """Load the certificate once; the daemon calls this before dropping
+        privileges, since keys are usually readable by root only."""
+        if self._tls_context is None and self.config.ssl:
+            from ..protocols.tls import server_context
+            c = self.config
+            self._tls_context = server_context(c.certfile, c.keyfile, c.passphrase, c.http2)
+        return self._tls_context
 
     def stop(self, graceful=True):
         if self._stop is not None and not self._stop.done():

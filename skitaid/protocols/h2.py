@@ -1,0 +1,828 @@
+"""HTTP/2 over an asyncio transport, framed by the `h2` state machine.
+
+`H2Connection` owns one connection: it turns frames into `Request`s and
+dispatches each stream to the same router and handlers as HTTP/1.1 through
+`H2Exchange`. Output is written once per loop iteration (the worker's flush
+queue), never per frame.
+
+Flow control, both ways:
+- in: a stream's window is re-opened (WINDOW_UPDATE) as its body is fed to the
+  app, and held while the app has more than body.HIGH_WATER unread, so an
+  upload that the app reads slowly sits in the client, not in memory;
+- out: each stream queues at most OUT_HIGH_WATER bytes beyond what the peer's
+  window lets us send; producers wait on `drain()` above that.
+
+Abuse (rapid reset, PING/SETTINGS floods, oversized or endless header
+blocks, too many streams) ends the connection with GOAWAY; the `h2` package
+enforces the frame-level rules and we map its errors to GOAWAY codes.
+"""
+import asyncio
+import os
+import time
+from collections import deque
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection as _H2State
+from h2.errors import ErrorCodes
+from h2.events import (ConnectionTerminated, DataReceived, PingReceived,
+                       RemoteSettingsChanged, RequestReceived, StreamEnded, StreamReset,
+                       TrailersReceived, WindowUpdated)
+from h2.exceptions import H2Error, ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+
+from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
+from ..exchange import Exchange, Request
+from ..handlers.errors import error_response
+from ..http_status import status_code
+from ..push import push_on
+from . import dates
+
+MAX_STREAMS = 100                   # concurrent streams a client may open
+STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
+CONN_WINDOW = 16 * 1024 * 1024      # connection receive window
+OUT_HIGH_WATER = 256 * 1024         # per-stream queued output before producers wait
+READ_CHUNK = 256 * 1024             # sendfile over h2: bytes read per step
+
+# Hop-by-hop headers have no meaning in HTTP/2 and are forbidden there.
+_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                  "upgrade", "te"))
+NO_ERROR = ErrorCodes.NO_ERROR
+CANCEL = ErrorCodes.CANCEL
+REFUSED = ErrorCodes.REFUSED_STREAM
+CALM = ErrorCodes.ENHANCE_YOUR_CALM
+
+
+class Budget:
+    """A token bucket: `burst` events at once, refilled at `rate` per second."""
+
+    __slots__ = ("burst", "rate", "tokens", "stamp")
+
+    def __init__(self, burst, rate):
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self, now):
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+def _date_value():
+    return dates.header()[6:-2].decode("ascii")
+
+
+class H2Exchange(Exchange):
+    """One stream: a request and its response (loop thread only)."""
+
+    __slots__ = ("conn", "sid", "request", "is_head", "closed", "status", "sent", "head_sent",
+                 "done", "t_start", "t_handled", "out", "out_len", "ending", "trailers",
+                 "remaining", "waiters", "in_paused", "in_unacked", "remote_done", "pushed",
+                 "authority", "last_in", "request_trailers")
+
+    def __init__(self, conn, sid, request, authority, pushed=False):
+        self.conn = conn
+        self.sid = sid
+        self.request = request
+        self.is_head = request.method == "HEAD"
+        self.closed = False
+        self.status = 0
+        self.sent = 0
+        self.head_sent = False
+        self.done = False
+        self.t_start = request.started
+        self.t_handled = 0.0
+        self.out = deque()
+        self.out_len = 0
+        self.ending = False
+        self.trailers = None
+        self.remaining = None
+        self.waiters = None
+        self.in_paused = False
+        self.in_unacked = 0
+        self.remote_done = pushed
+        self.pushed = pushed
+        self.authority = authority
+        self.last_in = request.started
+        self.request_trailers = []
+
+    # -- the head --------------------------------------------------------------
+    def _head(self, status, headers, length):
+        code = status_code(status)
+        self.status = code
+        out = [(":status", str(code)), ("date", _date_value()), ("server", "skitaid")]
+        explicit = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _HOP:
+                continue
+            if lname == "content-length":
+                explicit = value
+                continue
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise ValueError("CR or LF in response header %r" % name)
+            out.append((lname, value))
+        if code < 200 or code == 204 or code == 304:
+            self.is_head = True     # never a body (write() drops it)
+            if code == 304 and explicit is not None:
+                out.append(("content-length", explicit))
+        elif self.is_head and explicit is not None:
+            out.append(("content-length", explicit))
+        elif length is not None:
+            out.append(("content-length", str(length)))
+        self.head_sent = True
+        return out
+
+    def _bad_head(self):
+        self.conn.worker.log_exception("sending the response head for %s %s"
+                                       % (self.request.method, self.request.target))
+        self.head_sent = False
+        self.is_head = self.request.method == "HEAD"
+        self.respond(*error_response(500))
+        self.closed = True
+
+    def respond(self, status, headers, body=b""):
+        if self.closed or self.head_sent:
+            return
+        try:
+            head = self._head(status, headers, len(body))
+        except ValueError:
+            return self._bad_head()
+        conn = self.conn
+        if self.is_head or not body:
+            self.ending = True
+            conn.send_head(self, head, not self.trailers)
+            if self.trailers:
+                conn.pump(self)
+            return
+        conn.send_head(self, head, False)
+        self.sent = len(body)
+        self.out.append(body)
+        self.out_len = len(body)
+        self.ending = True
+        conn.pump(self)
+
+    def start(self, status, headers, content_length=None):
+        if self.closed or self.head_sent:
+            return
+        if content_length is not None and content_length < 0:
+            content_length = None
+        try:
+            head = self._head(status, headers, content_length)
+        except ValueError:
+            return self._bad_head()
+        if content_length is not None and not self.is_head:
+            self.remaining = content_length
+        self.conn.send_head(self, head, False)
+
+    def write(self, data):
+        if self.closed or self.is_head or not data or self.ending:
+            return
+        rem = self.remaining
+        if rem is not None:
+            if len(data) > rem:
+                data = data[:rem]
+                if not data:
+                    return
+            self.remaining = rem - len(data)
+        self.sent += len(data)
+        self.out.append(data)
+        self.out_len += len(data)
+        self.conn.pump(self)
+
+    def finish(self):
+        if self.ending or self.closed:
+            return
+        if self.remaining:
+            # short of the declared Content-Length: the client must not take it as whole
+            return self.abort()
+        self.ending = True
+        self.conn.pump(self)
+
+    def abort(self):
+        """The response cannot be completed: reset this stream only."""
+        self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
+
+    def set_trailers(self, headers):
+        """Response trailers, sent after the body (HEADERS with END_STREAM)."""
+        if not self.ending and not self.closed:
+            self.trailers = [(n.lower(), v) for n, v in headers if n.lower() not in _HOP]
+
+    # -- flow control ----------------------------------------------------------
+    def writing_paused(self):
+        return not self.closed and (self.out_len > OUT_HIGH_WATER or self.conn.write_paused)
+
+    async def drain(self):
+        self.conn.flush()
+        while self.writing_paused():
+            fut = self.conn.loop.create_future()
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append(fut)
+            await fut
+
+    def wake(self):
+        waiters = self.waiters
+        if waiters and not self.writing_paused():
+            self.waiters = None
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def sendfile(self, file, offset, count, done):
+        self.conn.loop.create_task(self._sendfile(file, offset, count, done))
+
+    async def _sendfile(self, file, offset, count, done):
+        ok = False
+        fd = file.fileno()
+        if self.is_head:
+            count = 0
+        elif self.remaining is not None:
+            count = min(count, self.remaining)
+        try:
+            while count > 0 and not self.closed:
+                if self.writing_paused():
+                    await self.drain()
+                    continue
+                chunk = os.pread(fd, min(count, READ_CHUNK), offset)
+                if not chunk:
+                    break
+                self.write(chunk)
+                offset += len(chunk)
+                count -= len(chunk)
+                await asyncio.sleep(0)
+            ok = count == 0 and not self.closed
+        except Exception:
+            self.conn.worker.log_exception("sending a file over HTTP/2")
+        finally:
+            try:
+                done(ok)
+            finally:
+                if ok:
+                    self.finish()
+                elif not self.closed:
+                    self.abort()
+
+    # -- request body flow (RequestBody calls these) ---------------------------
+    def body_paused(self):
+        self.in_paused = True
+
+    def body_resume(self):
+        self.in_paused = False
+        self.conn.ack(self)
+
+    def send_continue(self):
+        pass     # HTTP/2 clients do not wait for 100 Continue here
+
+    # -- server push -------------------------------------------------------------
+    def can_push(self):
+        conn = self.conn
+        return (not self.pushed and not self.closed and not self.ending and not conn.closing
+                and conn.h2.remote_settings.enable_push)
+
+    def push(self, path):
+        return self.conn.push(self, path)
+
+    def wsgi_environ(self, env, loop):
+        """HTTP/2-only environ entries (skitaid.push() works everywhere)."""
+        env["skitaid.request_trailers"] = self.request_trailers
+        env["skitaid.push"] = lambda uri: push_on(self, uri)
+
+        def set_trailers(headers):
+            loop.call_soon_threadsafe(self.set_trailers, list(headers))
+        env["skitaid.set_trailers"] = set_trailers
+
+
+class H2Connection(asyncio.Protocol):
+    """One HTTP/2 connection (TLS with ALPN h2, or cleartext h2c)."""
+
+    def __init__(self, worker, scheme="http"):
+        self.worker = worker
+        self.loop = worker.loop
+        self.limits = worker.limits
+        self.scheme = scheme
+        config = H2Configuration(client_side=False, header_encoding="latin-1",
+                                 validate_outbound_headers=False,
+                                 normalize_outbound_headers=False)
+        self.h2 = _H2State(config=config)
+        # in force from the start (the client may only send less before it reads them)
+        self.h2.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_size,
+            SettingCodes.ENABLE_PUSH: 0,
+        })
+        self.transport = None
+        self.client = None
+        self.server = None
+        self.streams = {}
+        self.closing = False
+        self.write_paused = False
+        self.last_active = time.monotonic()
+        self.last_sid = 0           # highest client stream we took
+        self._goaway_sid = None     # set once GOAWAY went out
+        self._blocked = set()       # streams waiting for the peer's window
+        self._flush_queued = False
+        self._conn_unacked = 0
+        self._paused_since = 0.0
+        self._hold = False          # h2c upgrade: output waits for the HTTP/1.1 body
+        self._h1_left = 0           # bytes of that body still to come
+        self._h1_stream = None
+        self._switching = b""
+        self._resets = Budget(200, 100)     # client-cancelled streams (CVE-2023-44487)
+        self._control = Budget(100, 20)     # PING / SETTINGS / PRIORITY / empty DATA frames
+
+    # -- set-up ------------------------------------------------------------------
+    def connection_made(self, transport, preamble=True):
+        self.transport = transport
+        self.client = transport.get_extra_info("peername")
+        self.server = transport.get_extra_info("sockname")
+        self.last_active = time.monotonic()
+        worker = self.worker
+        worker.connections.add(self)
+        if preamble:
+            self.h2.initiate_connection()
+            self._open_window()
+        if len(worker.connections) > self.limits.max_connections:
+            self.closing = True
+            self._goaway(NO_ERROR)     # last stream 0: nothing taken, try again later
+            self.close_soon()
+            return
+        self._queue_flush()
+
+    def _open_window(self):
+        grow = CONN_WINDOW - self.h2.inbound_flow_control_window
+        if grow > 0:
+            self.h2.increment_flow_control_window(grow)
+
+    def upgrade(self, request, settings, body_left, rest):
+        """h2c via `Upgrade:` (RFC 7540 3.2): stream 1 is `request`, whose body
+        (`body_left` bytes) still comes as HTTP/1.1 bytes before any frame."""
+        self.h2.initiate_upgrade_connection(settings)
+        self._open_window()
+        switching = (b"HTTP/1.1 101 Switching Protocols\r\n"
+                     b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        if body_left:
+            # 101 only after the whole body: a client switches when it reads it
+            self._switching = switching
+        else:
+            self.transport.write(switching)
+        if body_left:
+            request.body = RequestBody(self, self.loop)
+            self._h1_left = body_left
+            self._hold = True
+        else:
+            request.body = EMPTY_BODY
+        request.version = "2"
+        ex = H2Exchange(self, 1, request, request.header("host", ""))
+        ex.remote_done = True
+        if body_left:
+            request.body._flow = ex
+            self._h1_stream = ex
+        self.streams[1] = ex
+        self.last_sid = 1
+        self.worker.dispatch(ex)
+        self._queue_flush()
+        if rest:
+            self.data_received(rest)
+
+    def _h1_body(self, data):
+        """Bytes of the upgrade request's body; returns what follows it."""
+        ex = self._h1_stream
+        n = min(self._h1_left, len(data))
+        self._h1_left -= n
+        body = ex.request.body
+        if not ex.closed and body.received + n <= self.limits.max_upload_size:
+            body.feed(data[:n])      # (dropped by the body once the answer is out)
+            if ex.in_paused and not ex.done:
+                self.transport.pause_reading()
+        if not self._h1_left:
+            body.finish()
+            self._hold = False
+            self.transport.write(self._switching)
+            self._h1_stream = None
+            self._queue_flush()
+        return data[n:]
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+    def data_received(self, data):
+        now = self.last_active = time.monotonic()
+        if self._h1_left:
+            data = self._h1_body(data)
+            if not data:
+                return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as e:
+            return self._fail(e.error_code if isinstance(e.error_code, int) else ErrorCodes.PROTOCOL_ERROR)
+        try:
+            for ev in events:
+                t = type(ev)
+                if t is RequestReceived:
+                    self._request(ev, now)
+                elif t is DataReceived:
+                    self._data(ev, now)
+                elif t is StreamEnded:
+                    self._ended(ev.stream_id)
+                elif t is WindowUpdated:
+                    self._window(ev.stream_id)
+                elif t is StreamReset:
+                    if not self._reset_by_peer(ev.stream_id, now):
+                        return self._fail(CALM)
+                elif t is TrailersReceived:
+                    ex = self.streams.get(ev.stream_id)
+                    if ex is not None:
+                        ex.request_trailers.extend(ev.headers)
+                elif t is PingReceived:
+                    if not self._control.take(now):
+                        return self._fail(CALM)
+                elif t is RemoteSettingsChanged:
+                    if not self._control.take(now):
+                        return self._fail(CALM)
+                    if SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
+                        self._window(0)
+                elif t is ConnectionTerminated:
+                    # the client is done: answer what it already asked, then close
+                    self.closing = True
+                    if not self.streams:
+                        self.close_soon()
+                        return
+                    break
+        except ProtocolError as e:
+            return self._fail(e.error_code if isinstance(e.error_code, int) else ErrorCodes.PROTOCOL_ERROR)
+        except Exception:
+            self.worker.log_exception("handling HTTP/2 frames")
+            return self._fail(ErrorCodes.INTERNAL_ERROR)
+        self._queue_flush()
+
+    def connection_lost(self, exc):
+        self.worker.connections.discard(self)
+        self.closing = True
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self._blocked.clear()
+        for ex in streams:
+            self._drop(ex)
+
+    def pause_writing(self):
+        self.write_paused = True
+        self._paused_since = time.monotonic()
+
+    def resume_writing(self):
+        self.write_paused = False
+        for ex in list(self.streams.values()):
+            ex.wake()
+
+    def eof_received(self):
+        return False     # close: a half-closed HTTP/2 client cannot read GOAWAY/responses anyway
+
+    # -- incoming streams ------------------------------------------------------------
+    def _request(self, ev, now):
+        sid = ev.stream_id
+        if sid > self.last_sid:
+            self.last_sid = sid
+        if self._goaway_sid is not None:
+            self.h2.reset_stream(sid, REFUSED)       # after GOAWAY: not taken
+            return
+        method = path = authority = None
+        headers = []
+        for name, value in ev.headers:
+            if name[0] == ":":
+                if name == ":method":
+                    method = value
+                elif name == ":path":
+                    path = value
+                elif name == ":authority":
+                    authority = value
+            else:
+                headers.append((name, value))
+        host = authority
+        length = None
+        bad = None
+        for name, value in headers:
+            if name == "host":
+                if host is None:
+                    host = value
+            elif name == "content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    bad = 400
+        if authority is not None and not any(k == "host" for k, _ in headers):
+            headers.append(("host", authority))
+        if path is None or not (path[:1] == "/" or (path == "*" and method == "OPTIONS")):
+            bad = bad or (405 if method == "CONNECT" else 400)
+            path = path or "/"
+        target = path
+        path, _, query = path.partition("?")
+        path = path.partition("#")[0]
+        req = Request(method, target, path, query, "2", headers, self.scheme,
+                      self.client, self.server)
+        req.started = now
+        host = host or ""
+        req.host = host.rpartition(":")[0].lower() if ":" in host and not host.endswith("]") \
+            else host.lower()
+        req.content_length = length
+        ex = H2Exchange(self, sid, req, host)
+        self.streams[sid] = ex
+        if ev.stream_ended is not None:
+            req.body = EMPTY_BODY
+            ex.remote_done = True
+        else:
+            req.body = RequestBody(ex, self.loop)
+        limits = self.limits
+        if bad is None:
+            if len(headers) > limits.max_headers:
+                bad = 431
+            elif length is not None and length > limits.max_upload_size:
+                bad = 413
+        if bad is not None:
+            self.worker.count_rejected(bad, "bad HTTP/2 request", self.client)
+            ex.respond(*error_response(bad))
+            return
+        self.worker.dispatch(ex)
+
+    def _data(self, ev, now):
+        n = ev.flow_controlled_length
+        self._conn_unacked += n
+        if self._conn_unacked >= CONN_WINDOW // 4:
+            self.h2.increment_flow_control_window(self._conn_unacked)
+            self._conn_unacked = 0
+        if not ev.data and ev.stream_ended is None and not self._control.take(now):
+            raise ProtocolError("empty DATA flood")
+        ex = self.streams.get(ev.stream_id)
+        if ex is None or ex.closed or ex.request.body is EMPTY_BODY:
+            return
+        ex.last_in = now
+        body = ex.request.body
+        if body.received + len(ev.data) > self.limits.max_upload_size:
+            if not ex.head_sent:
+                ex.respond(*error_response(413))
+            self.reset(ex, CANCEL)
+            return
+        body.feed(ev.data)
+        ex.in_unacked += n
+        if not ex.in_paused and ex.in_unacked >= STREAM_WINDOW // 4:
+            self.ack(ex)
+
+    def ack(self, ex):
+        """Re-open a stream's window for what the app has taken (or will)."""
+        n = ex.in_unacked
+        if n and not ex.remote_done and not ex.closed:
+            ex.in_unacked = 0
+            try:
+                self.h2.increment_flow_control_window(n, ex.sid)
+            except (StreamClosedError, ProtocolError):
+                return
+            self._queue_flush()
+        if ex is self._h1_stream and not ex.in_paused:
+            self.transport.resume_reading()
+
+    def _ended(self, sid):
+        ex = self.streams.get(sid)
+        if ex is None:
+            return
+        ex.remote_done = True
+        body = ex.request.body
+        if body is not EMPTY_BODY:
+            body.finish()
+        if ex.done:
+            self._forget(ex)
+
+    def _reset_by_peer(self, sid, now):
+        ex = self.streams.pop(sid, None)
+        if ex is None:
+            return True
+        self._blocked.discard(ex)
+        unfinished = not ex.done
+        self._drop(ex)
+        # many streams opened and cancelled before their answer: rapid reset
+        return not unfinished or ex.pushed or self._resets.take(now)
+
+    def _drop(self, ex):
+        """The stream is gone (reset or connection lost): stop its work."""
+        ex.closed = True
+        ex.out.clear()
+        ex.out_len = 0
+        body = ex.request.body
+        if body is not EMPTY_BODY and not body.complete:
+            body.fail(ClientDisconnected("stream reset"))
+        ex.wake()
+        if not ex.done:
+            self.worker.exchange_aborted(ex)
+
+    def _forget(self, ex):
+        if self.streams.get(ex.sid) is ex:
+            del self.streams[ex.sid]
+        self._blocked.discard(ex)
+        if self.closing and not self.streams:
+            self.close_soon()
+
+    # -- output ------------------------------------------------------------------------
+    def send_head(self, ex, headers, end):
+        if ex.closed:
+            return
+        try:
+            self.h2.send_headers(ex.sid, headers, end_stream=end)
+        except H2Error:
+            return self._gone(ex)
+        if end:
+            self._finished(ex)
+        self._queue_flush()
+
+    def pump(self, ex):
+        """Send what `ex` has queued, as far as the windows allow."""
+        if ex.closed:
+            return
+        h2c = self.h2
+        sid = ex.sid
+        out = ex.out
+        try:
+            while ex.out_len:
+                window = h2c.local_flow_control_window(sid)
+                if window <= 0:
+                    self._blocked.add(ex)
+                    break
+                n = min(window, h2c.max_outbound_frame_size)
+                data = out[0]
+                if len(data) > n:
+                    if type(data) is not memoryview:
+                        data = memoryview(data)
+                    out[0] = data[n:]
+                    data = data[:n]
+                else:
+                    out.popleft()
+                ex.out_len -= len(data)
+                end = ex.ending and not ex.out_len and not ex.trailers
+                h2c.send_data(sid, data, end_stream=end)
+                if end:
+                    self._finished(ex)
+            else:
+                if ex.ending and not ex.done:
+                    if ex.trailers:
+                        h2c.send_headers(sid, ex.trailers, end_stream=True)
+                    else:
+                        h2c.end_stream(sid)
+                    self._finished(ex)
+        except H2Error:
+            self._gone(ex)
+        self._queue_flush()
+        if ex.waiters:
+            ex.wake()
+
+    def _finished(self, ex):
+        """END_STREAM went out: the response is complete."""
+        ex.done = True
+        ex.ending = True
+        self._blocked.discard(ex)
+        self.worker.exchange_finished(ex)
+        body = ex.request.body
+        if body is not EMPTY_BODY and not body.complete:
+            body.discard()       # answered before the whole body came
+        if not ex.remote_done:
+            # ask the client to stop sending the rest (RFC 9113 8.1)
+            try:
+                self.h2.reset_stream(ex.sid, NO_ERROR)
+            except H2Error:
+                pass
+            ex.remote_done = True
+        self._forget(ex)
+
+    def _gone(self, ex):
+        self.streams.pop(ex.sid, None)
+        self._drop(ex)
+        if self.closing and not self.streams:
+            self.close_soon()
+
+    def _window(self, sid):
+        if sid == 0:
+            blocked = list(self._blocked)
+            self._blocked.clear()
+            for ex in blocked:
+                self.pump(ex)
+        else:
+            ex = self.streams.get(sid)
+            if ex is not None and ex in self._blocked:
+                self._blocked.discard(ex)
+                self.pump(ex)
+
+    def reset(self, ex, code):
+        if ex.closed:
+            return
+        try:
+            self.h2.reset_stream(ex.sid, code)
+        except H2Error:
+            pass
+        self._gone(ex)
+        self._queue_flush()
+
+    def push(self, parent, path):
+        """PUSH_PROMISE for `path`, then answer it like a GET from the client."""
+        if not parent.can_push() or not path.startswith("/"):
+            return False
+        preq = parent.request
+        h2c = self.h2
+        headers = [("host", parent.authority)]
+        for name in ("accept-encoding", "user-agent", "accept-language"):
+            value = preq.header(name)
+            if value is not None:
+                headers.append((name, value))
+        try:
+            sid = h2c.get_next_available_stream_id()
+            h2c.push_stream(parent.sid, sid,
+                            [(":method", "GET"), (":scheme", self.scheme),
+                             (":authority", parent.authority), (":path", path)] + headers[1:])
+        except H2Error:
+            return False
+        target = path
+        p, _, query = path.partition("?")
+        req = Request("GET", target, p, query, "2", headers, self.scheme, self.client, self.server)
+        req.started = time.monotonic()
+        req.host = preq.host
+        req.body = EMPTY_BODY
+        ex = H2Exchange(self, sid, req, parent.authority, pushed=True)
+        self.streams[sid] = ex
+        self._queue_flush()
+        self.loop.call_soon(self._dispatch_pushed, ex)
+        return True
+
+    def _dispatch_pushed(self, ex):
+        if not ex.closed:
+            self.worker.dispatch(ex)
+
+    def _queue_flush(self):
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.worker.queue_flush(self)
+
+    def flush(self):
+        self._flush_queued = False
+        if self._hold:
+            return
+        data = self.h2.data_to_send()
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- errors and closing -------------------------------------------------------------
+    def _goaway(self, code):
+        """GOAWAY written by hand: h2's state machine refuses to send anything
+        after its own GOAWAY, and in-flight streams still have to finish."""
+        if self._goaway_sid is None:
+            self._goaway_sid = self.last_sid
+            self.flush()
+            if not self.transport.is_closing():
+                self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_sid,
+                                                 error_code=code).serialize())
+
+    def _fail(self, code):
+        """A connection error: GOAWAY with `code`, stop every stream, close."""
+        self.worker.count_rejected(400, "HTTP/2 connection error %s" % code, self.client)
+        self.closing = True
+        self._goaway(code)
+        self._hold = False
+        for ex in list(self.streams.values()):
+            self._drop(ex)
+        self.streams.clear()
+        self.close_soon()
+
+    def close_soon(self):
+        self.closing = True
+        self.flush()
+        self.transport.close()
+
+    def close_now(self):
+        self.closing = True
+        self.transport.abort()
+
+    def close_idle(self):
+        """Graceful stop: GOAWAY now; close once the streams in flight are done."""
+        self.closing = True
+        self._goaway(NO_ERROR)
+        if not self.streams:
+            self.close_soon()
+            return True
+        return False
+
+    def sweep(self, now):
+        limits = self.limits
+        if not self.streams:
+            if self.closing or now - self.last_active > limits.keep_alive:
+                self._goaway(NO_ERROR)
+                self.close_soon()
+            return
+        if self.write_paused and now - self._paused_since > limits.response_timeout:
+            self.close_now()       # the client stopped reading
+            return
+        for ex in list(self.streams.values()):
+            body = ex.request.body
+            if not ex.remote_done and not ex.in_paused and body is not EMPTY_BODY \
+                    and not body.complete and now - ex.last_in > limits.request_timeout:
+                self.reset(ex, CANCEL)      # a stalled upload
+            elif ex in self._blocked and now - self.last_active > limits.response_timeout:
+                self.reset(ex, CANCEL)      # the peer never opens its window
