@@ -125,15 +125,16 @@ def _script_name():
     return os.path.splitext(os.path.basename(path))[0] if path else "skitaid"
 
 
-def _state_dir(name, explicit):
+def _state_dir(name, explicit, port):
     """Where a script's pid file, control socket and logs go by default.
 
-    Without an explicit name, a hash of the script's path keeps two
-    projects' app.py apart."""
+    Without an explicit name, a hash of the script's path and port keeps two
+    projects' app.py (or two copies of one on different ports) apart."""
     if not explicit:
         main = sys.modules.get("__main__")
         path = os.path.abspath(getattr(main, "__file__", "") or os.getcwd())
-        name = "%s-%s" % (name, hashlib.sha1(path.encode("utf-8", "replace")).hexdigest()[:8])
+        ident = ("%s:%s" % (path, port)).encode("utf-8", "replace")
+        name = "%s-%s" % (name, hashlib.sha1(ident).hexdigest()[:8])
     if os.geteuid() == 0:
         return os.path.join("/var/tmp/skitaid", name)
     return os.path.join(os.path.expanduser("~"), ".skitaid", name)
@@ -160,7 +161,7 @@ def build_config(**options):
     name = server_kw.setdefault("name", _script_name())
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
-    base = _state_dir(name, explicit)
+    base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))
     global_kw.setdefault("run_path", base)
     global_kw.setdefault("log_path", os.path.join(base, "log"))
     global_kw.setdefault("var_path", base)

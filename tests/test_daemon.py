@@ -293,7 +293,9 @@ def test_ttin_ttou_change_the_worker_count(site, master):
     site.ini("web", port, processes=1)
     m = master(port)
     assert wait_for(lambda: len(site.pids("web")) == 1)
+    # one at a time: a signal sent again before the first is handled merges with it
     os.kill(m.proc.pid, signal.SIGTTIN)
+    assert wait_for(lambda: len(site.pids("web")) == 2)
     os.kill(m.proc.pid, signal.SIGTTIN)
     assert wait_for(lambda: len(site.pids("web")) == 3)
     os.kill(m.proc.pid, signal.SIGTTOU)
