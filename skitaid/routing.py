@@ -115,8 +115,8 @@ def build_router(config, worker):
                     apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
                 m.app = apps[key]
             elif route.kind == ALIAS:
-                raise NotImplementedError("reverse proxy routes (%s = %s) come with the proxy feature"
-                                          % (route.prefix, route.target))
+                from .handlers.proxy import ProxyHandler
+                m.app = ProxyHandler(route.target, route.prefix, worker)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     return Router(groups)

@@ -94,6 +94,7 @@ _SERVER_KEYS = {
     "estimated_timeout": ("estimated_timeout", v.seconds()),
     "graceful_timeout": ("graceful_timeout", v.seconds()),
     "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
+    "backend_timeout": ("backend_timeout", v.seconds()),
     "debug": ("debug", v.boolean),
     "request_log": ("request_log", v.boolean),
     "request_log_file": ("request_log_file", v.text()),

@@ -90,6 +90,7 @@ class ServerConfig:
     estimated_timeout: float = 0.0
     graceful_timeout: float = 30.0
     num_result_cache_max: int = 200
+    backend_timeout: float = 60.0          # proxy: wait this long for a backend's response (504)
     debug: bool = False
     request_log: bool = True               # False → no request log at all
     request_log_file: str = ""             # "" → console (stderr), else this file (reopened on USR1)
