@@ -2,7 +2,7 @@
 from .version import __version__
 from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   enable_debug, config, set_worker_critical_point, alias,
-                  register_cache_keys, register_states)
+                  register_cache_keys, register_states, enable_proxy)
 from .corequest.task import (STA_REQFAIL, STA_UNSENT, STA_TIMEOUT, STA_NETERR, STA_ERROR,
                              STA_NORMAL, CorequestError)
 from . import was
@@ -10,5 +10,6 @@ from . import was
 __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "set_503_estimated_timeout", "enable_debug", "config",
            "set_worker_critical_point", "alias", "register_cache_keys", "register_states",
+           "enable_proxy",
            "STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR", "STA_NORMAL",
            "CorequestError", "was"]

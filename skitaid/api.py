@@ -130,6 +130,16 @@ def register_states(*keys):
     shared.register(*keys)
 
 
+def enable_proxy(on=True, allow=None):
+    """Serve as a forward proxy for absolute-URI requests from `allow`
+    (networks; default loopback only)."""
+    from .config.values import normalise_network
+    _settings["enable_proxy"] = bool(on)
+    if allow is not None:
+        allow = [allow] if isinstance(allow, str) else list(allow)
+        _settings["proxy_allow"] = tuple(normalise_network(a) for a in allow)
+
+
 def set_max_age(prefix, seconds):
     """Cache-Control max-age for static files under `prefix`."""
     _max_ages.append((_normalise_prefix(prefix), int(seconds)))

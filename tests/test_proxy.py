@@ -226,3 +226,33 @@ def test_slow_client_does_not_make_the_proxy_buffer(backends, proxy):
     grown = worker.memory_info().rss - base
     s.close()
     assert grown < 20 * 1024 * 1024, "worker grew by %d MB" % (grown >> 20)
+
+
+FORWARD = r'''
+import os
+import skitaid
+def app(env, start):
+    start("200 OK", [("Content-Type", "text/plain")])
+    return [b"local app"]
+skitaid.mount("/", app)
+allow = os.environ.get("ALLOW")
+skitaid.enable_proxy(True, allow.split(",") if allow else None)
+skitaid.run(port=int(os.environ["PORT"]), threads=1)
+'''
+
+
+def test_forward_proxy_for_allowed_clients_only(backends, serve):
+    (b,) = backends()
+    fwd = serve(FORWARD, filename="forward.py")
+    status, _, body = request(fwd.port, "GET", "http://127.0.0.1:%d/through?x=1" % b.port,
+                              headers={"Proxy-Connection": "keep-alive"})
+    assert status == 200
+    d = json.loads(body)
+    assert d["path"] == "/through" and d["query"] == "x=1"
+    assert "HTTP_PROXY_CONNECTION" not in d["headers"]
+    status, _, body = request(fwd.port, "GET", "/")       # origin-form: the mounted app
+    assert status == 200 and body == b"local app"
+    fwd.stop()
+    closed = serve(FORWARD, env={"ALLOW": "10.0.0.0/8"}, filename="forward2.py")
+    status, _, _ = request(closed.port, "GET", "http://127.0.0.1:%d/through" % b.port)
+    assert status == 403

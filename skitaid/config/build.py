@@ -95,6 +95,8 @@ _SERVER_KEYS = {
     "graceful_timeout": ("graceful_timeout", v.seconds()),
     "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
     "backend_timeout": ("backend_timeout", v.seconds()),
+    "enable_proxy": ("enable_proxy", v.boolean),
+    "proxy_allow": ("proxy_allow", v.networks),
     "debug": ("debug", v.boolean),
     "request_log": ("request_log", v.boolean),
     "request_log_file": ("request_log_file", v.text()),

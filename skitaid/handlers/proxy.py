@@ -155,13 +155,17 @@ class ProxyHandler:
         return out
 
     async def _proxy(self, exchange):
-        request = exchange.request
         try:
             cluster = self.cluster
         except LookupError as e:
             error_log.error("%s", e)
             exchange.respond(*error_response(502))
             return
+        await self.forward(exchange, cluster, self._upstream_target(exchange.request))
+
+    async def forward(self, exchange, cluster, target):
+        """Send the request to a member of `cluster` and stream the answer back."""
+        request = exchange.request
         if request.gtxid is None:
             gtxid = request.header("x-gtxn-id")
             if gtxid:
@@ -169,7 +173,6 @@ class ProxyHandler:
                 request.ltxid = (request.header("x-ltxn-id") or "-")[:16].replace(" ", "")
         has_body = request.content_length or request.chunked
         retry_ok = request.method in IDEMPOTENT and not has_body
-        target = self._upstream_target(request)
         tried = 0
         status = 502
         for member in cluster.order():
@@ -264,3 +267,44 @@ class ProxyHandler:
             body.notify = None
         if chunked:
             conn.write(CHUNK_END)
+
+
+class ForwardProxyHandler(ProxyHandler):
+    """`enable_proxy`: absolute-URI requests (`GET http://host/path`) from the
+    allowed client networks are fetched from that origin; others get 403."""
+
+    def __init__(self, worker):
+        import ipaddress
+        self.worker = worker
+        self.loop = worker.loop
+        self.timeout = worker.config.backend_timeout
+        self.allowed = tuple(ipaddress.ip_network(n) for n in worker.config.proxy_allow)
+
+    def allows(self, client):
+        import ipaddress
+        if not client:
+            return False
+        try:
+            ip = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed if net.version == ip.version)
+
+    def handle(self, exchange, resolved=None):
+        from urllib.parse import urlsplit
+        from ..corequest.cluster import Cluster
+        request = exchange.request
+        if not self.allows(request.client):
+            exchange.respond(*error_response(403))
+            return
+        try:
+            url = urlsplit(request.target)
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            url = port = None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            exchange.respond(*error_response(400))
+            return
+        target = (url.path or "/") + ("?" + url.query if url.query else "")
+        origin = Cluster("proxy", url.scheme, [(url.hostname, port, 1)])
+        self.loop.create_task(self.forward(exchange, origin, target))

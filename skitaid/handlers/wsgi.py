@@ -246,8 +246,8 @@ class WSGIHandler:
                 env[key] = value
         gtxid = env.get("HTTP_X_GTXN_ID")
         if gtxid is not None:           # a call chain: keep its IDs for the log and our calls
-            req.gtxid = gtxid[:64]
-            req.ltxid = env.get("HTTP_X_LTXN_ID", "1000")[:16]
+            req.gtxid = gtxid[:64].replace(" ", "")      # one field of the log line
+            req.ltxid = env.get("HTTP_X_LTXN_ID", "1000")[:16].replace(" ", "")
         return env
 
     def _run_inline(self, exchange):
