@@ -6,7 +6,6 @@ test is a real skitaid server that calls it.
 """
 import http.client
 import json
-import os
 import threading
 import time
 import xmlrpc.server

@@ -17,8 +17,7 @@ _lock = threading.Lock()
 
 
 class Engine:
-    def __init__(self, loop, aliases=(), server_name="default", result_cache_max=200,
-                 threads=True):
+    def __init__(self, loop, aliases=(), server_name="default", result_cache_max=200):
         self.loop = loop
         self.server_name = server_name
         self.pool = ClientPool(loop)
