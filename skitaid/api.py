@@ -13,9 +13,11 @@ import os
 import sys
 from dataclasses import fields, replace
 
-from .config.model import APP, Config, GlobalConfig, HostGroup, Limits, Route, ServerConfig, STATIC
+from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GlobalConfig, HostGroup,
+                           Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)
+_aliases = {}         # name → Alias, from skitaid.alias()
 _max_ages = []
 _log_off = []
 _settings = {}
@@ -42,6 +44,8 @@ def _normalise_prefix(prefix):
 
 def _route(prefix, target, app_name):
     prefix = _normalise_prefix(prefix)
+    if isinstance(target, str) and target.startswith("@"):
+        return Route(prefix, ALIAS, target, "skitaid.mount")   # reverse proxy to the cluster
     if callable(target):
         return Route(prefix, APP, target, "skitaid.mount")
     if not isinstance(target, str):
@@ -69,6 +73,71 @@ def mount(prefix, target, app_name="app", host="default"):
     names = (host,) if isinstance(host, str) else tuple(host)
     _mounts.append((names, _route(prefix, target, app_name)))
     return _Runner()
+
+
+def alias(name, type="http", members=(), role="", source="", ssl=False):
+    """A backend cluster for `was` calls and proxy mounts, as an [@name] section:
+
+        skitaid.alias("@api", "http", ["10.0.0.1:5000 2", "10.0.0.2:5000"])
+    """
+    from .config import build
+    from .config.values import Bad, networks
+    name = name[1:] if name.startswith("@") else name
+    type = type.lower()
+    if type not in ALIAS_TYPES:
+        raise ValueError("alias type must be one of %s: %r" % (", ".join(ALIAS_TYPES), type))
+    ssl = bool(ssl) or type == "https"
+    specs = [members] if isinstance(members, str) else list(members)
+    parsed = []
+    for spec in specs:
+        for one in spec.split(","):
+            one = one.strip()
+            if not one:
+                continue
+            try:
+                if type == "sqlite3":
+                    parsed.append(build.Member(spec=one, database=one if one == ":memory:"
+                                               else os.path.join(_script_dir(), one)))
+                else:
+                    parsed.append(build._member(None, type, ssl, one))
+            except Bad as e:
+                raise ValueError("alias @%s member %r: expected %s" % (name, one, e.args[0]))
+    if not parsed:
+        raise ValueError("alias @%s needs at least one member" % name)
+    allow = ()
+    if source:
+        try:
+            allow = networks(source) if isinstance(source, str) else tuple(source)
+        except Bad as e:
+            raise ValueError("alias @%s source: expected %s" % (name, e.args[0]))
+    _aliases[name] = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
+                           allow=allow, source="skitaid.alias")
+
+
+def registered_aliases():
+    return tuple(_aliases.values())
+
+
+def register_cache_keys(*keys):
+    """Names for was.setlu()/getlu(), shared by every worker (before run())."""
+    from . import shared
+    shared.register(*keys)
+
+
+def register_states(*keys):
+    """Names for was.setgs()/getgs(), shared by every worker (before run())."""
+    from . import shared
+    shared.register(*keys)
+
+
+def enable_proxy(on=True, allow=None):
+    """Serve as a forward proxy for absolute-URI requests from `allow`
+    (networks; default loopback only)."""
+    from .config.values import normalise_network
+    _settings["enable_proxy"] = bool(on)
+    if allow is not None:
+        allow = [allow] if isinstance(allow, str) else list(allow)
+        _settings["proxy_allow"] = tuple(normalise_network(a) for a in allow)
 
 
 def set_max_age(prefix, seconds):
@@ -173,6 +242,7 @@ def build_config(**options):
         groups.setdefault(names, []).append(route)
     hosts = tuple(HostGroup(names, tuple(routes)) for names, routes in groups.items())
     server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
+                          aliases=tuple(_aliases.values()),
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
     return Config(GlobalConfig(**global_kw), (server,))

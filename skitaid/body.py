@@ -66,6 +66,7 @@ class RequestBody:
         self.received = 0
         self.complete = False
         self.discarding = False
+        self.notify = None        # loop-side reader (the proxy): called on data, end, error
 
     # -- loop side ---------------------------------------------------------
     def feed(self, data):
@@ -80,6 +81,8 @@ class RequestBody:
             if len(self._buf) - self._pos > HIGH_WATER and not self._paused:
                 self._paused = True
                 self._flow.body_paused()
+        if self.notify is not None:
+            self.notify()
 
     def finish(self):
         self.continue_pending = False
@@ -90,11 +93,15 @@ class RequestBody:
             for cb in self._waiters:
                 cb()
             self._waiters = None
+        if self.notify is not None:
+            self.notify()
 
     def fail(self, error):
         with self._cond:
             self._error = error
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify()
 
     def discard(self):
         """The response is done: throw away what is left of the body."""
@@ -126,6 +133,25 @@ class RequestBody:
                 self.continue_pending = False
                 self._flow.send_continue()
             self._waiters = (self._waiters or []) + [callback]
+
+    def take_available(self):
+        """Loop thread, for a reader on the loop (the proxy): what has arrived so
+        far, without blocking; the socket is resumed if it was paused. Raises
+        the body's error (client gone, bad chunk)."""
+        if self.continue_pending:
+            self.continue_pending = False
+            self._flow.send_continue()
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            data = bytes(self._buf[self._pos:])
+            self._buf = bytearray()
+            self._pos = 0
+            resume = self._paused
+            self._paused = False
+        if resume:
+            self._flow.body_resume()
+        return data
 
     def take_all(self):
         """Everything received (loop thread, after completion: threads = 0 mode)."""

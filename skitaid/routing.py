@@ -60,8 +60,12 @@ class Router:
                 return mounts
         return self.fallback
 
+    forward = None          # the forward proxy, when enable_proxy is on
+
     def resolve(self, request):
         """(handler, resolved) or (None, None) when nothing is mounted there."""
+        if self.forward is not None and request.target[:1] != "/" and request.target != "*":
+            return self.forward, None       # absolute-URI: a forward-proxy request
         mounts = self.mounts_for(request.host, request)
         if not mounts:
             return None, None
@@ -115,8 +119,12 @@ def build_router(config, worker):
                     apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
                 m.app = apps[key]
             elif route.kind == ALIAS:
-                raise NotImplementedError("reverse proxy routes (%s = %s) come with the proxy feature"
-                                          % (route.prefix, route.target))
+                from .handlers.proxy import ProxyHandler
+                m.app = ProxyHandler(route.target, route.prefix, worker)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
-    return Router(groups)
+    router = Router(groups)
+    if config.enable_proxy:
+        from .handlers.proxy import ForwardProxyHandler
+        router.forward = ForwardProxyHandler(worker)
+    return router

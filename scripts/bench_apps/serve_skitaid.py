@@ -5,6 +5,7 @@
     serve_skitaid.py --port 18080 --threads 4 --app /path/to/hello.py:app
     serve_skitaid.py --port 18080 --threads 4 --static /some/dir
     serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem
+    serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081
 
 The request log is off so the comparison is fair with gunicorn and nginx,
 whose access logs are off in the benchmark too.
@@ -53,6 +54,7 @@ def main(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--app", help="module:callable or /path/file.py:callable")
     what.add_argument("--static", metavar="DIR", help="directory to serve")
+    what.add_argument("--proxy", metavar="HOST:PORT", help="reverse proxy to this backend")
     args = p.parse_args(argv)
 
     # The skitaid checkout this script lives in wins over any installed copy.
@@ -60,7 +62,10 @@ def main(argv=None):
         sys.path.insert(0, ROOT)
     import skitaid
 
-    if args.app:
+    if args.proxy:
+        skitaid.alias("@backend", "http", [args.proxy])
+        target = "@backend"
+    elif args.app:
         target = load_app(args.app)
     else:
         target = os.path.abspath(args.static)

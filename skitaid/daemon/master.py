@@ -18,6 +18,7 @@ from . import listeners
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
+from .. import shared
 from .scoreboard import STATE_NAMES, Scoreboard
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
@@ -112,6 +113,7 @@ class Master:
             self._open_control(g.run_path)
         self._watchdog = systemd.watchdog_interval()
         self.scoreboard = Scoreboard()
+        shared.create(s.name for s in self.config.servers)   # setlu/setgs state, before any fork
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,

@@ -15,6 +15,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
+from .. import was
 from ..push import bind as _bind_push
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
@@ -248,6 +249,10 @@ class WSGIHandler:
                 env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 env[key] = value
+        gtxid = env.get("HTTP_X_GTXN_ID")
+        if gtxid is not None:           # a call chain: keep its IDs for the log and our calls
+            req.gtxid = gtxid[:64].replace(" ", "")      # one field of the log line
+            req.ltxid = env.get("HTTP_X_LTXN_ID", "1000")[:16].replace(" ", "")
         return env
 
     def _run_inline(self, exchange):
@@ -257,6 +262,7 @@ class WSGIHandler:
         resp = _InlineResponse(exchange, self.loop)
         result = None
         _bind_push(exchange)
+        was.bind(exchange.request)
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:
@@ -307,6 +313,7 @@ class WSGIHandler:
         resp = _Response(exchange, self.loop)
         result = None
         _bind_push(exchange)
+        was.bind(exchange.request)      # corequests made by the app carry its transaction IDs
         try:
             result = self.app(self.environ(exchange), resp.start_response)
             if type(result) is list and not resp.started:

@@ -14,6 +14,7 @@ from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
 from ..protocols.forward import ForwardConnection
 from ..protocols.h1 import H1Connection
+from ..corequest.engine import start_worker_engine, stop_worker_engine
 from ..routing import build_router
 from .threadpool import ThreadPool
 
@@ -43,6 +44,7 @@ class Worker:
         self.loop = None
         self.pool = None
         self.router = None
+        self.corequests = None      # corequest engine: client pool, clusters, result cache
         self.request_log = None
         self.connections = set()
         self.servers = []
@@ -72,6 +74,8 @@ class Worker:
         self.request_log = RequestLog(loop, self.request_log_path or config.request_log_file or None,
                                       "W%d" % self.worker_id,
                                       config.log_off, config.request_log)
+        # before the apps import: an app module may start corequests at import
+        self.corequests = start_worker_engine(self)
         self.router = build_router(config, self)
         factory, tls = self.protocol_factory()
         for sock in self.sockets:
@@ -144,6 +148,7 @@ class Worker:
         self._sweep_handle.cancel()
         if self.pool is not None:
             self.pool.shutdown(timeout=1.0)
+        stop_worker_engine()
         await asyncio.sleep(0)
 
     def reopen_logs(self):

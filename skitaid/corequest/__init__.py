@@ -1,0 +1,1 @@
+"""Corequests: Task/Tasks/Mask/Result, the HTTP client pool, RPC, clusters, result cache."""

@@ -1,0 +1,381 @@
+"""An asyncio HTTP/1.1 client with a bounded keep-alive pool per origin.
+
+One pool per worker (loop thread only). Responses are parsed by httptools
+(llhttp) and handed to a *sink*: `Collect` buffers a whole response for
+`was` calls, the reverse proxy streams it on. Reading stops while a sink
+asks for it (`pause_reading`), so a slow consumer never makes a buffer grow.
+"""
+import asyncio
+import collections
+import ssl
+import time
+
+import httptools
+
+
+MAX_RESPONSE_SIZE = 64 * 1024 * 1024     # a buffered (was) response larger than this fails
+MAX_HEAD_SIZE = 64 * 1024
+
+
+class ProtocolError(ConnectionError):
+    """The backend sent something that is not HTTP/1.1."""
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be made (refused, unreachable, TLS or connect timeout)."""
+
+
+class ClientConnection(asyncio.Protocol):
+    """One connection to an origin; one request at a time."""
+
+    def __init__(self, pool, key):
+        self.pool = pool
+        self.key = key
+        self.transport = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink = None
+        self.closed = False
+        self.requests = 0            # requests sent on it (reused when > 1)
+        self.idle_since = 0.0
+        self.got_response_bytes = False
+        self.head_only = False       # HEAD: no body follows whatever the headers say
+        self._status = b""
+        self._headers = []
+        self._head_size = 0
+        self._headers_done = False
+        self._framed = False         # Content-Length or chunked: the end is known
+        self._write_paused = False
+        self._drain_waiter = None
+        self._read_paused = False
+
+    # -- asyncio ----------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self._wake_drain()
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            if self._headers_done and not self._framed:
+                sink.on_end(False)           # a close-delimited body ends here
+            else:
+                sink.on_error(exc or ConnectionResetError("backend closed the connection"))
+        self.pool.forget(self)
+
+    def pause_writing(self):
+        self._write_paused = True
+
+    def resume_writing(self):
+        self._write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self):
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def drain(self):
+        if self._write_paused and not self.closed:
+            self._drain_waiter = self.pool.loop.create_future()
+            await self._drain_waiter
+
+    def data_received(self, data):
+        self.got_response_bytes = True
+        if self.sink is None:
+            self.close()                     # bytes nobody asked for: not reusable
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass                             # 101: the proxy's tunnel takes over
+        except httptools.HttpParserError as e:
+            self._fail(ProtocolError("bad response from backend: %s" % e))
+
+    def eof_received(self):
+        return False
+
+    # -- httptools callbacks ------------------------------------------------------
+    def on_status(self, status):
+        self._status += status
+
+    def on_header(self, name, value):
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_SIZE:
+            raise ProtocolError("response head too large")
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self):
+        code = self.parser.get_status_code()
+        headers, self._headers = self._headers, []
+        reason, self._status = self._status.decode("latin-1"), b""
+        self._head_size = 0
+        if 100 <= code < 200 and code != 101:
+            return                           # interim response: the real one follows
+        self._headers_done = True
+        self._framed = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == "content-length" or (lname == "transfer-encoding" and "chunked" in value.lower()):
+                self._framed = True
+        if code in (204, 304) or self.head_only:
+            self._framed = True
+        sink = self.sink
+        if sink is not None:
+            sink.on_head(code, reason, headers, self)
+        if self.head_only and self.sink is not None:
+            # llhttp would wait for the body the headers announce: end here and
+            # give up the connection rather than confuse the next response
+            self.sink = None
+            sink.on_end(False)
+            self.close()
+
+    def on_body(self, body):
+        sink = self.sink
+        if sink is not None:
+            sink.on_body(body)
+
+    def on_message_complete(self):
+        if not self._headers_done:
+            return                           # the end of an interim 1xx
+        sink = self.sink
+        self.sink = None
+        self._headers_done = False
+        keep = self.parser.should_keep_alive()
+        if sink is not None:
+            sink.on_end(keep)
+
+    # -- used by requesters -----------------------------------------------------------
+    def start(self, sink, method, target, headers, host_header, body=None):
+        """Send a request head (and a complete body, if given)."""
+        self.sink = sink
+        self.requests += 1
+        self.got_response_bytes = False
+        self.head_only = method == "HEAD"
+        self._headers_done = False
+        lines = ["%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host_header)]
+        for name, value in headers:
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise ValueError("CR or LF in header %r" % name)
+            lines.append("%s: %s\r\n" % (name, value))
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        if body:
+            self.transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                self.transport.write(body)
+        else:
+            self.transport.write(head)
+
+    def write(self, data):
+        if not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self):
+        if not self._read_paused and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self):
+        if self._read_paused and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _fail(self, exc):
+        sink = self.sink
+        self.sink = None
+        self.close()
+        if sink is not None:
+            sink.on_error(exc)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class Collect:
+    """A sink that keeps the whole response (for `was` calls)."""
+
+    def __init__(self, loop, max_size=MAX_RESPONSE_SIZE):
+        self.future = loop.create_future()
+        self.status = 0
+        self.reason = ""
+        self.headers = []
+        self.body = bytearray()
+        self.max_size = max_size
+        self.conn = None
+
+    def on_head(self, status, reason, headers, conn):
+        self.status, self.reason, self.headers, self.conn = status, reason, headers, conn
+
+    def on_body(self, data):
+        self.body += data
+        if len(self.body) > self.max_size:
+            self.conn._fail(ProtocolError("response larger than %d bytes" % self.max_size))
+
+    def on_end(self, keep_alive):
+        if not self.future.done():
+            self.future.set_result(keep_alive)
+
+    def on_error(self, exc):
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class ClientPool:
+    """Keep-alive connections per (scheme, host, port), at most `max_per_origin`
+    open at once; further requests wait for one to come back."""
+
+    def __init__(self, loop, max_per_origin=32, idle_timeout=4.0, connect_timeout=10.0,
+                 ssl_context=None):
+        self.loop = loop
+        self.max_per_origin = max_per_origin
+        # below the usual servers' keep-alive timeouts, so we rarely reuse a
+        # connection the other side is closing
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._ssl = ssl_context
+        self._idle = {}          # key → deque of idle connections (most recent last)
+        self._open = collections.Counter()
+        self._waiters = {}       # key → deque of futures
+        self._closed = False
+        self._sweeper = loop.call_later(1.0, self._sweep)
+
+    def ssl_context(self):
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()   # verifies the certificate and the name
+        return self._ssl
+
+    async def acquire(self, key, connect_timeout=None):
+        """(connection, reused) for key = (scheme, host, port)."""
+        if self._closed:
+            raise ConnectionError("the client pool is closed")
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        while self._open[key] >= self.max_per_origin:
+            fut = self.loop.create_future()
+            self._waiters.setdefault(key, collections.deque()).append(fut)
+            try:
+                conn = await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.result() is not None:
+                    self.release(fut.result(), True)
+                raise
+            if conn is not None and not conn.closed:
+                return conn, True
+        self._open[key] += 1
+        try:
+            conn = await self._connect(key, connect_timeout or self.connect_timeout)
+        except BaseException:
+            self._open[key] -= 1
+            self._wake(key, None)
+            raise
+        return conn, False
+
+    async def _connect(self, key, timeout):
+        scheme, host, port = key
+        tls = self.ssl_context() if scheme == "https" else None
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: ClientConnection(self, key), host, port,
+                                            ssl=tls, server_hostname=host if tls else None),
+                timeout)
+        except asyncio.TimeoutError:
+            raise ConnectFailed("connect to %s:%d timed out" % (host, port))
+        except ssl.SSLError as e:
+            raise ConnectFailed("TLS with %s:%d failed: %s" % (host, port, e))
+        except OSError as e:
+            raise ConnectFailed("connect to %s:%d failed: %s" % (host, port, e.strerror or e))
+        return conn
+
+    def release(self, conn, keep_alive):
+        """The response is complete: keep the connection for the next request."""
+        if conn.sink is not None or not keep_alive or conn.closed or self._closed:
+            conn.close()
+            return
+        waiters = self._waiters.get(conn.key)
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, collections.deque()).append(conn)
+
+    def forget(self, conn):
+        """A connection closed (either side): free its place."""
+        key = conn.key
+        if self._open[key] > 0:
+            self._open[key] -= 1
+        idle = self._idle.get(key)
+        if idle and conn in idle:
+            idle.remove(conn)
+        self._wake(key, None)
+
+    def _wake(self, key, conn):
+        waiters = self._waiters.get(key)
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)      # None: try to open a connection yourself
+                return
+
+    def _sweep(self):
+        limit = time.monotonic() - self.idle_timeout
+        for idle in list(self._idle.values()):
+            while idle and idle[0].idle_since < limit:
+                idle.popleft().close()
+        if not self._closed:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def close(self):
+        self._closed = True
+        self._sweeper.cancel()
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ConnectionError("the client pool is closed"))
+
+
+async def http_request(pool, key, method, target, headers, body=b"", host_header=None,
+                       read_timeout=60.0, max_size=MAX_RESPONSE_SIZE):
+    """One buffered request: (status, reason, headers, body bytes).
+
+    A reused keep-alive connection that breaks before any response byte is
+    retried once on a new one: the backend closed it while it sat idle."""
+    scheme, host, port = key
+    if host_header is None:
+        default = 443 if scheme == "https" else 80
+        h = "[%s]" % host if ":" in host else host
+        host_header = h if port == default else "%s:%d" % (h, port)
+    for attempt in (0, 1):
+        conn, reused = await pool.acquire(key)
+        sink = Collect(pool.loop, max_size)
+        try:
+            conn.start(sink, method, target, headers, host_header, body)
+            keep = await asyncio.wait_for(sink.future, read_timeout)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except asyncio.TimeoutError:
+            conn.close()
+            raise
+        except ConnectionError:
+            conn.close()
+            if reused and not conn.got_response_bytes and attempt == 0:
+                continue
+            raise
+        pool.release(conn, keep)
+        return sink.status, sink.reason, sink.headers, bytes(sink.body)

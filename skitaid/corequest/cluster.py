@@ -1,0 +1,65 @@
+"""Clusters: the members of an `[@alias]` and which one gets the next request.
+
+The pick is the up member with the fewest requests in flight per unit of
+weight (ties go round-robin); a member that refuses a connection is marked
+down and left alone for a while (doubling up to a minute), then tried again.
+"""
+import itertools
+import time
+
+RECHECK_FIRST = 2.0
+RECHECK_MAX = 60.0
+
+
+class MemberState:
+    __slots__ = ("host", "port", "weight", "key", "inflight", "down_until", "backoff", "failures")
+
+    def __init__(self, scheme, host, port, weight):
+        self.host = host
+        self.port = port
+        self.weight = max(1, weight)
+        self.key = (scheme, host, port)
+        self.inflight = 0
+        self.down_until = 0.0
+        self.backoff = 0.0
+        self.failures = 0
+
+    def __repr__(self):
+        return "%s:%d" % (self.host, self.port)
+
+
+class Cluster:
+    def __init__(self, name, scheme, members):
+        self.name = name
+        self.scheme = scheme
+        self.members = [MemberState(scheme, h, p, w) for h, p, w in members]
+        self._turn = itertools.count()
+
+    @classmethod
+    def from_alias(cls, alias):
+        scheme = "https" if alias.ssl or alias.type == "https" else "http"
+        return cls(alias.name, scheme, [(m.host, m.port, m.weight) for m in alias.members])
+
+    def order(self):
+        """Members to try, best first: up ones by load, then those down (soonest back first)."""
+        now = time.monotonic()
+        up = [m for m in self.members if m.down_until <= now]
+        down = sorted((m for m in self.members if m.down_until > now), key=lambda m: m.down_until)
+        if len(up) > 1:
+            turn = next(self._turn)
+            n = len(up)
+            # rotating the start makes equal loads take turns
+            up = sorted((up[(i + turn) % n] for i in range(n)),
+                        key=lambda m: m.inflight / m.weight)
+        return up + down
+
+    def failed(self, member):
+        member.failures += 1
+        member.backoff = min(RECHECK_MAX, member.backoff * 2 if member.backoff else RECHECK_FIRST)
+        member.down_until = time.monotonic() + member.backoff
+
+    def succeeded(self, member):
+        if member.failures:
+            member.failures = 0
+            member.backoff = 0.0
+            member.down_until = 0.0

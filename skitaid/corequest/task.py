@@ -1,0 +1,303 @@
+"""Corequests as app code sees them: Task, Tasks, Mask and Result.
+
+A Task is started the moment it is created (its coroutine is already
+scheduled on the worker's loop); the app thread only blocks when it asks
+for the outcome ("request early, use late"). Any backend plugs in by giving
+the Task a coroutine that returns a `Result` (HTTP, RPC, databases, threads):
+exceptions it raises become a Result with the matching status.
+"""
+import asyncio
+import concurrent.futures
+import json
+import time
+
+# The original Skitai's values
+STA_REQFAIL = -1      # the request could not be made (bad URL, unknown alias, …)
+STA_UNSENT = 0        # not finished yet
+STA_TIMEOUT = 1
+STA_NETERR = 2        # connection failed or broke, or the backend raised
+STA_ERROR = STA_NETERR
+STA_NORMAL = 3        # the exchange completed (whatever the status code)
+
+DEFAULT_TIMEOUT = 10.0
+_MISSING = object()
+
+
+class CorequestError(Exception):
+    """fetch()/one()/commit() on a corequest that did not end well.
+
+    `status_code` is the HTTP status the app should answer with when it lets
+    the error through (502 for a backend failure, 504 for a timeout, the
+    backend's own 4xx/5xx, 410/409 from one())."""
+
+    def __init__(self, message, status_code=502, result=None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.result = result
+
+
+class Result:
+    """What a corequest produced. `data` is decoded JSON for JSON responses,
+    rows for database backends; `text` and `content` the raw body."""
+
+    def __init__(self, status, status_code=None, reason="", headers=None, content=b"",
+                 data=_MISSING, error=None, meta=None):
+        self.status = status
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers or []        # [(name, value)], names as received
+        self.content = content
+        self._data = data
+        self.error = error                  # the exception when status is not STA_NORMAL
+        self.meta = meta if meta is not None else {}
+        self.key = None                     # the result-cache key, when cacheable
+        self.cache_store = None             # the cache that may keep it
+        self.created = time.time()
+        self.conflict = False               # one(): a backend's unique-key violation → 409
+
+    def __repr__(self):
+        return "<Result status=%s %s %s>" % (self.status, self.status_code, self.reason)
+
+    def get_header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    @property
+    def text(self):
+        ctype = self.get_header("content-type", "")
+        charset = "utf-8"
+        for part in ctype.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip('"')
+        return self.content.decode(charset, "replace")
+
+    @property
+    def data(self):
+        if self._data is _MISSING:
+            ctype = self.get_header("content-type", "").lower()
+            if "json" in ctype and self.content:
+                self._data = json.loads(self.content)
+            elif ctype.startswith("text/") or "xml" in ctype:
+                self._data = self.text
+            else:
+                self._data = self.content
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+
+    # -- the same verbs as a Task ---------------------------------------------
+    def raise_for_status(self):
+        if self.status == STA_TIMEOUT:
+            raise CorequestError("corequest timed out", 504, self)
+        if self.status != STA_NORMAL:
+            raise CorequestError("corequest failed: %s" % (self.error or "not finished"),
+                                 502, self)
+        if self.status_code is not None and self.status_code >= 300:
+            raise CorequestError("backend answered %s %s" % (self.status_code, self.reason),
+                                 self.status_code, self)
+        return self
+
+    def fetch(self):
+        return self.raise_for_status().data
+
+    def one(self):
+        if self.conflict:
+            raise CorequestError("duplicate", 409, self)
+        data = self.fetch()
+        if isinstance(data, (list, tuple)):
+            if len(data) != 1:
+                raise CorequestError("expected exactly one item, got %d" % len(data), 410, self)
+            return data[0]
+        if not data:
+            raise CorequestError("expected exactly one item, got none", 410, self)
+        return data
+
+    def commit(self):
+        self.raise_for_status()
+
+    def cache(self, timeout=60, cache_if=(200,)):
+        """Keep this result for `timeout` seconds (when cache_if allows)."""
+        if self.cache_store is not None and self.key is not None and timeout:
+            if self.status == STA_NORMAL and (self.status_code is None or
+                                              self.status_code in cache_if):
+                self.cache_store.put(self.key, self, timeout)
+        return self
+
+
+def result_from_exception(exc, meta=None):
+    if isinstance(exc, (asyncio.TimeoutError, concurrent.futures.TimeoutError, TimeoutError)):
+        return Result(STA_TIMEOUT, error=exc, meta=meta)
+    if isinstance(exc, (ValueError, LookupError)):
+        return Result(STA_REQFAIL, error=exc, meta=meta)
+    return Result(STA_NETERR, error=exc, meta=meta)
+
+
+class _Corequest:
+    """What Task, Tasks and Mask share: the five verbs built on dispatch()."""
+
+    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
+        return self.dispatch(timeout, cache, cache_if).fetch()
+
+    def one(self, timeout=None, cache=None, cache_if=(200,)):
+        return self.dispatch(timeout, cache, cache_if).one()
+
+    def commit(self, timeout=None):
+        self.dispatch(timeout).commit()
+
+    def wait(self, timeout=None):
+        return self.dispatch(timeout)
+
+    def dispatch_or_throw(self, timeout=None, cache=None, cache_if=(200,)):
+        return self.dispatch(timeout, cache, cache_if).raise_for_status()
+
+    def returning(self, response):
+        """Let the work go on in the background and answer now (e.g. 202)."""
+        return response
+
+
+class Task(_Corequest):
+    """One corequest in flight.
+
+    `engine` runs `coro` on its loop and gives back a concurrent future; a
+    Task built with `result=` is already finished (a cache hit)."""
+
+    def __init__(self, engine=None, coro=None, result=None, cache_key=None, cache_store=None,
+                 meta=None):
+        self.meta = meta if meta is not None else {}
+        self._engine = engine
+        self._result = result
+        self._future = None
+        self._cache_key = cache_key
+        self._cache_store = cache_store
+        if result is None:
+            self._future = engine.submit(coro)
+
+    def done(self):
+        return self._result is not None or self._future.done()
+
+    def _outcome(self, timeout):
+        if self._result is not None:
+            return self._result
+        fut = self._future
+        if not fut.done():
+            self._engine.check_can_wait()
+        try:
+            result = fut.result(timeout)
+        except concurrent.futures.TimeoutError as e:
+            fut.cancel()               # stops the coroutine on the loop
+            result = Result(STA_TIMEOUT, error=e, meta=self.meta)
+        except concurrent.futures.CancelledError as e:
+            result = Result(STA_TIMEOUT, error=e, meta=self.meta)
+        except Exception as e:
+            result = result_from_exception(e, self.meta)
+        if result.key is None:
+            result.key = self._cache_key
+            result.cache_store = self._cache_store
+        self._result = result
+        return result
+
+    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+        result = self._outcome(DEFAULT_TIMEOUT if timeout is None else timeout)
+        if cache:
+            result.cache(cache, cache_if)
+        return result
+
+    def cache(self, timeout=60, cache_if=(200,)):
+        return self.dispatch().cache(timeout, cache_if)
+
+
+class Tasks(_Corequest):
+    """A bundle of corequests waited for together: about the longest of them,
+    not their sum, since every one is already running."""
+
+    def __init__(self, *reqs, timeout=DEFAULT_TIMEOUT, **named):
+        if len(reqs) == 1 and isinstance(reqs[0], (list, tuple)):
+            reqs = reqs[0]
+        self.timeout = timeout
+        self.meta = {}
+        self._tasks = []
+        self._names = []
+        for r in reqs:
+            self.add(r)
+        for name, r in named.items():
+            self.add(r, name)
+        self._results = None
+
+    def add(self, task, name=None):
+        if not isinstance(task, _Corequest):
+            task = Mask(task)
+        self._tasks.append(task)
+        self._names.append(name)
+        self._results = None
+
+    def merge(self, task):
+        if isinstance(task, Tasks):
+            for t in task._tasks:
+                self.add(t)
+        else:
+            self.add(task)
+
+    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+        if self._results is None:
+            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+            results = []
+            for t in self._tasks:
+                results.append(t.dispatch(max(0.0, deadline - time.monotonic()), cache, cache_if))
+            self._results = results
+        return self._results
+
+    def wait(self, timeout=None):
+        return self.dispatch(timeout)
+
+    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
+        return [r.fetch() for r in self.dispatch(timeout, cache, cache_if)]
+
+    def one(self, timeout=None, cache=None, cache_if=(200,)):
+        return [r.one() for r in self.dispatch(timeout, cache, cache_if)]
+
+    def commit(self, timeout=None):
+        for r in self.dispatch(timeout):
+            r.commit()
+
+    def dict(self, timeout=None, cache=None, cache_if=(200,)):
+        """{name: data} of the tasks given as keywords."""
+        results = self.dispatch(timeout, cache, cache_if)
+        return {n: r.fetch() for n, r in zip(self._names, results) if n is not None}
+
+    def cache(self, timeout=60, cache_if=(200,)):
+        for r in self.dispatch():
+            r.cache(timeout, cache_if)
+
+    def __len__(self):
+        return len(self._tasks)
+
+    def __iter__(self):
+        return iter(self.dispatch())
+
+    def __getitem__(self, index):
+        return self.dispatch()[index]
+
+
+class Mask(_Corequest):
+    """Plain data dressed as a finished corequest, for code that wants the
+    same verbs whatever it got."""
+
+    def __init__(self, data=None, status_code=200, meta=None):
+        self.meta = meta or {}
+        self._result = Result(STA_NORMAL, status_code, "OK", data=data, meta=self.meta)
+
+    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+        return self._result
+
+    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
+        return self._result.data
+
+    def cache(self, timeout=60, cache_if=(200,)):
+        return self._result
+

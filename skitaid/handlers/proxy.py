@@ -1,0 +1,310 @@
+"""Reverse proxy: a mount `/path = @alias[/subpath]` passes requests to the cluster.
+
+Runs on the loop, no app thread. Bodies stream both ways with backpressure:
+the client's body is read only as fast as the backend takes it, and the
+backend's response is read only as fast as the client takes it, so a
+gigabyte passes through in bounded memory. Members are picked like `was`
+calls (fewest in flight per weight); a connection that cannot be made moves
+on to the next member, and a request that failed after it was sent is
+retried only when it is idempotent and has no body to replay. 502 when no
+member answers, 504 when the answer takes longer than `backend_timeout`.
+"""
+import asyncio
+import time
+
+from ..logs import error_log
+from ..corequest.client import ConnectFailed
+from .errors import error_response
+
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
+                        "upgrade"))
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+CHUNK_END = b"0\r\n\r\n"
+
+
+class _Retry(Exception):
+    """The member failed before answering and the request may go to another."""
+
+
+class _Stream:
+    """Sink for the backend's response: straight on to the client."""
+
+    def __init__(self, handler, exchange):
+        self.exchange = exchange
+        self.loop = handler.loop
+        self.conn = None
+        self.head = handler.loop.create_future()    # set once the head went out
+        self.done = handler.loop.create_future()    # keep-alive flag, or an exception
+        self.draining = False
+
+    def on_head(self, status, reason, headers, conn):
+        self.conn = conn
+        ex = self.exchange
+        drop = set(HOP_BY_HOP)
+        for name, value in headers:
+            if name.lower() == "connection":
+                drop.update(t.strip().lower() for t in value.split(","))
+        out = []
+        length = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in drop:
+                continue
+            if lname == "content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    continue
+            out.append((name, value))
+        if not self.head.done():
+            self.head.set_result(None)
+        ex.t_handled = time.monotonic()
+        ex.start("%d %s" % (status, reason), out, length)
+
+    def on_body(self, data):
+        ex = self.exchange
+        if ex.closed:           # the client went away: stop pulling from the backend
+            self.conn._fail(ConnectionResetError("client disconnected"))
+            return
+        ex.write(data)
+        if ex.writing_paused() and not self.draining and not ex.closed:
+            # the client is slower than the backend: stop reading from it
+            self.draining = True
+            self.conn.pause_reading()
+            self.loop.create_task(self._drain())
+
+    async def _drain(self):
+        if self.exchange.writing_paused():
+            await self.exchange.drain()
+        self.draining = False
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def on_end(self, keep_alive):
+        if not self.head.done():
+            self.head.set_result(None)
+        if not self.done.done():
+            self.done.set_result(keep_alive)
+
+    def on_error(self, exc):
+        if not self.head.done():
+            self.head.set_exception(exc)
+            self.head.exception()       # retrieved: the caller looks at done instead
+        if not self.done.done():
+            self.done.set_exception(exc)
+            self.done.exception()
+
+
+class ProxyHandler:
+    def __init__(self, target, prefix, worker):
+        name, slash, sub = target[1:].partition("/")
+        self.alias = name
+        self.prefix = "" if prefix == "/" else prefix
+        self.sub = ("/" + sub.strip("/")) if slash and sub.strip("/") else ""
+        self.worker = worker
+        self.loop = worker.loop
+        self.timeout = worker.config.backend_timeout
+
+    @property
+    def cluster(self):
+        engine = self.worker.corequests
+        cluster = engine.clusters.get(self.alias)
+        if cluster is None:
+            raise LookupError("the proxy target @%s is not an http(s) alias of this server"
+                              % self.alias)
+        return cluster
+
+    def handle(self, exchange, resolved=None):
+        self.loop.create_task(self._proxy(exchange))
+
+    def _upstream_target(self, request):
+        path = request.path[len(self.prefix):] if self.prefix else request.path
+        path = self.sub + (path if path.startswith("/") else "/" + path)
+        if self.sub and path.endswith("/") and not request.path.endswith("/"):
+            path = path[:-1] or "/"
+        return path + ("?" + request.query if request.query else "")
+
+    def _headers(self, request, member):
+        drop = set(HOP_BY_HOP)
+        forwarded_for = None
+        for name, value in request.headers:
+            if name == "connection":
+                drop.update(t.strip().lower() for t in value.split(","))
+        out = []
+        for name, value in request.headers:
+            if name in drop or name == "host" or name == "expect":
+                continue
+            if name == "x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + ", " + value
+                continue
+            if name in ("x-forwarded-proto", "x-forwarded-host"):
+                continue        # ours replace whatever the client claims
+            out.append((name, value))
+        client = request.client[0] if request.client else ""
+        if client:
+            forwarded_for = client if forwarded_for is None else forwarded_for + ", " + client
+        if forwarded_for:
+            out.append(("X-Forwarded-For", forwarded_for))
+        out.append(("X-Forwarded-Proto", request.scheme))
+        raw_host = request.header("host")
+        if raw_host:
+            out.append(("X-Forwarded-Host", raw_host))
+        if request.chunked:
+            out.append(("Transfer-Encoding", "chunked"))
+        return out
+
+    async def _proxy(self, exchange):
+        try:
+            cluster = self.cluster
+        except LookupError as e:
+            error_log.error("%s", e)
+            exchange.respond(*error_response(502))
+            return
+        await self.forward(exchange, cluster, self._upstream_target(exchange.request))
+
+    async def forward(self, exchange, cluster, target):
+        """Send the request to a member of `cluster` and stream the answer back."""
+        request = exchange.request
+        if request.gtxid is None:
+            gtxid = request.header("x-gtxn-id")
+            if gtxid:
+                request.gtxid = gtxid[:64].replace(" ", "")
+                request.ltxid = (request.header("x-ltxn-id") or "-")[:16].replace(" ", "")
+        has_body = request.content_length or request.chunked
+        retry_ok = request.method in IDEMPOTENT and not has_body
+        tried = 0
+        status = 502
+        for member in cluster.order():
+            if exchange.closed:
+                return
+            tried += 1
+            member.inflight += 1
+            try:
+                await self._one(exchange, cluster, member, target, has_body, retry_ok)
+                return
+            except ConnectFailed as e:
+                cluster.failed(member)
+                error_log.warning("proxy @%s: member %s: %s", cluster.name, member, e)
+                continue
+            except _Retry as e:
+                error_log.warning("proxy @%s: member %s failed before answering: %s",
+                                  cluster.name, member, e.args[0])
+                continue
+            except asyncio.TimeoutError:
+                status = 504
+                break
+            except Exception as e:
+                error_log.warning("proxy @%s: member %s: %s", cluster.name, member, e)
+                break
+            finally:
+                member.inflight -= 1
+        if not exchange.head_sent and not exchange.closed:
+            exchange.respond(*error_response(status))
+        elif not exchange.done:
+            exchange.abort()
+
+    async def _one(self, exchange, cluster, member, target, has_body, retry_ok):
+        request = exchange.request
+        pool = self.worker.corequests.pool
+        conn, reused = await pool.acquire(member.key)
+        stream = _Stream(self, exchange)
+        host = member.host if ":" not in member.host else "[%s]" % member.host
+        default_port = 443 if member.key[0] == "https" else 80
+        host_header = host if member.port == default_port else "%s:%d" % (host, member.port)
+        sent_body = False
+        try:
+            conn.start(stream, request.method, target, self._headers(request, member), host_header,
+                       None)
+            cluster.succeeded(member)
+            if has_body:
+                sent_body = True
+                await self._send_body(request, conn, request.chunked)
+            await asyncio.wait_for(asyncio.shield(stream.head), self.timeout)
+        except asyncio.TimeoutError:
+            conn.close()
+            raise
+        except ConnectionError as e:
+            conn.close()
+            if stream.head.done() and not stream.head.exception():
+                raise
+            if (retry_ok or (reused and not sent_body)) and not conn.got_response_bytes:
+                raise _Retry(str(e) or type(e).__name__)
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        # the head is out: the rest streams until the end (or a failure → abort)
+        try:
+            keep = await stream.done
+        except Exception as e:
+            error_log.warning("proxy @%s: member %s broke off the response: %s",
+                              cluster.name, member, e)
+            conn.close()
+            exchange.abort()
+            return
+        exchange.finish()
+        pool.release(conn, keep)
+
+    async def _send_body(self, request, conn, chunked):
+        body = request.body
+        wake = asyncio.Event()
+        body.notify = wake.set
+        try:
+            while True:
+                data = body.take_available()
+                if data:
+                    conn.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+                    await conn.drain()
+                    if conn.closed:
+                        raise ConnectionResetError("backend closed the connection")
+                    continue
+                if body.complete:
+                    break
+                wake.clear()
+                await wake.wait()
+        finally:
+            body.notify = None
+        if chunked:
+            conn.write(CHUNK_END)
+
+
+class ForwardProxyHandler(ProxyHandler):
+    """`enable_proxy`: absolute-URI requests (`GET http://host/path`) from the
+    allowed client networks are fetched from that origin; others get 403."""
+
+    def __init__(self, worker):
+        import ipaddress
+        self.worker = worker
+        self.loop = worker.loop
+        self.timeout = worker.config.backend_timeout
+        self.allowed = tuple(ipaddress.ip_network(n) for n in worker.config.proxy_allow)
+
+    def allows(self, client):
+        import ipaddress
+        if not client:
+            return False
+        try:
+            ip = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed if net.version == ip.version)
+
+    def handle(self, exchange, resolved=None):
+        from urllib.parse import urlsplit
+        from ..corequest.cluster import Cluster
+        request = exchange.request
+        if not self.allows(request.client):
+            exchange.respond(*error_response(403))
+            return
+        try:
+            url = urlsplit(request.target)
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            url = port = None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            exchange.respond(*error_response(400))
+            return
+        target = (url.path or "/") + ("?" + url.query if url.query else "")
+        origin = Cluster("proxy", url.scheme, [(url.hostname, port, 1)])
+        self.loop.create_task(self.forward(exchange, origin, target))
