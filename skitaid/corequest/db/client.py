@@ -9,6 +9,7 @@ import logging
 import os
 
 from ..cluster import Cluster
+from ..http import cache_threshold
 from ..task import DEFAULT_TIMEOUT, STA_NETERR, STA_NORMAL, STA_REQFAIL, Result, Task, Tasks
 from . import ConnectFailed, PoolExhausted
 
@@ -137,7 +138,6 @@ class Stub:
             err = TypeError("params must be a tuple, list or dict, not %s"
                             % type(params).__name__)
             return Task(result=Result(STA_REQFAIL, error=err, meta=meta), meta=meta)
-        from ..http import cache_threshold
         engine = self.engine
         newer_than = None if self.rm_cache else cache_threshold(self.use_cache)
         base_key = ("db", self.db.name, sql, repr(params))
