@@ -6,7 +6,6 @@ that asks for it (SQLite locks the file for writers, not connections).
 """
 import concurrent.futures
 import sqlite3
-import threading
 
 from . import make_rows
 
@@ -75,7 +74,6 @@ class Transaction:
 
     def __init__(self, path, timeout):
         self.conn = open_connection(path, timeout)
-        self.thread = threading.get_ident()
 
     def run(self, sql, params, begin):
         if begin:
