@@ -17,7 +17,9 @@ from urllib.parse import unquote_to_bytes
 
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
+from ..websocket import accepted_session, call_app
 from ..version import __version__
+from . import websocket as ws_handler
 from .errors import error_response
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
@@ -175,6 +177,7 @@ class WSGIHandler:
         self.script_name = "" if prefix == "/" else prefix
         self.worker = worker
         self.loop = worker.loop
+        self.loop_thread = threading.get_ident()    # built on the loop thread
         self.pool = worker.pool
         self.debug = worker.config.debug
         self.estimated_timeout = worker.config.estimated_timeout
@@ -252,7 +255,13 @@ class WSGIHandler:
         resp = _InlineResponse(exchange, self.loop)
         result = None
         try:
-            result = self.app(self.environ(exchange), resp.start_response)
+            env = self.environ(exchange)
+            if "HTTP_UPGRADE" in env:
+                result = self._call_upgrade(exchange, env, resp)
+                if result is None:
+                    return
+            else:
+                result = self.app(env, resp.start_response)
             if type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result, exchange.respond)
             elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
@@ -300,7 +309,13 @@ class WSGIHandler:
         resp = _Response(exchange, self.loop)
         result = None
         try:
-            result = self.app(self.environ(exchange), resp.start_response)
+            env = self.environ(exchange)
+            if "HTTP_UPGRADE" in env:
+                result = self._call_upgrade(exchange, env, resp)
+                if result is None:
+                    return
+            else:
+                result = self.app(env, resp.start_response)
             if type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result,
                                    lambda *a: self.loop.call_soon_threadsafe(exchange.respond, *a))
@@ -321,6 +336,21 @@ class WSGIHandler:
         finally:
             if result is not None:
                 _close(result)
+
+    def _call_upgrade(self, exchange, env, resp):
+        """A request asking to switch protocols: a WebSocket view accepting
+        it answers 101 and leaves a session; the switch happens on the loop.
+        None when switched, else the app's ordinary response."""
+        result = call_app(self.app, env, resp.start_response,
+                          self.loop, self.loop_thread, self.pool)
+        session = accepted_session(env, resp.status)
+        if session is None:
+            return result
+        _close(result)
+        resp.started = True
+        exchange.t_handled = time.monotonic()
+        self._on_loop(ws_handler.switch, self.worker, exchange, session)
+        return None
 
     def _respond_list(self, exchange, resp, result, respond):
         if resp.status is None:
