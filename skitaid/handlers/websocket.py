@@ -20,7 +20,7 @@ import threading
 
 from ..logs import error_log
 from ..protocols import websocket as wsp
-from ..protocols.wsconn import WSConnection
+from ..protocols.wsconn import OPEN, WSConnection
 
 INBOX_MESSAGES = 64           # messages waiting for the app before reading pauses
 INBOX_BYTES = 1024 * 1024     # or bytes
@@ -133,7 +133,7 @@ class WebSocket:
     @property
     def closed(self):
         c = self.conn
-        return c is not None and c.state != 0
+        return c is not None and c.state != OPEN
 
     def _encode(self, msg):
         if self.encoding == "json" and not isinstance(msg, (str, bytes, bytearray, memoryview)):
@@ -151,7 +151,7 @@ class WebSocket:
             return True
         if threading.get_ident() == self._loop_thread:
             return conn.send_message(msg)
-        return conn.send_threadsafe(conn.message_frame(msg))
+        return conn.send_threadsafe(msg)
 
     def sendall(self, msg):
         """Group chat: send to every connection of this room (this one too).

@@ -120,6 +120,7 @@ class FrameParser:
         # the data message being assembled
         self._msg_op = None
         self._parts = []
+        self._raw = []                # unmasked payload pieces not yet inflated/decoded
         self._size = 0
         self._decoder = None
         self._compressed = False
@@ -195,6 +196,8 @@ class FrameParser:
             self._op = None
             if self._fin:
                 events.append(self._finish_message())
+        if self._raw:
+            self._flush_raw()
         # keep only the unread tail (a partial header or control frame)
         if pos < end:
             if data is buf:
@@ -244,6 +247,18 @@ class FrameParser:
                 raise ProtocolError(TOO_BIG, "message too big")
 
     def _data(self, chunk):
+        # Pieces are collected and inflated/decoded once per feed() (see
+        # _flush_raw): a message cut into many small frames costs one zlib and
+        # one UTF-8 call per read, not per frame. Failing fast still holds:
+        # every read is checked before the next one is taken.
+        self._raw.append(chunk)
+
+    def _flush_raw(self):
+        raw = self._raw
+        if not raw:
+            return
+        chunk = raw[0] if len(raw) == 1 else b"".join(raw)
+        raw.clear()
         if self._compressed:
             chunk = self.deflate.inflate(chunk, self.max_message_size - self._size)
             if chunk is None:
@@ -251,6 +266,9 @@ class FrameParser:
             self._size += len(chunk)
             if not chunk:
                 return
+        self._decode(chunk)
+
+    def _decode(self, chunk):
         dec = self._decoder
         if dec is not None:
             try:
@@ -263,14 +281,14 @@ class FrameParser:
     def _finish_message(self):
         op = self._msg_op
         parts = self._parts
+        self._flush_raw()
         if self._compressed:
             tail = self.deflate.inflate_end(self.max_message_size - self._size)
             if tail is None:
                 raise ProtocolError(TOO_BIG, "message too big")
             if tail:
                 self._size += len(tail)
-                self._compressed = False      # (so _data does not inflate it again)
-                self._data(tail)
+                self._decode(tail)
         dec = self._decoder
         if dec is not None:
             try:
@@ -310,7 +328,7 @@ class Deflate:
     """permessage-deflate (RFC 7692) state for one connection."""
 
     def __init__(self, server_no_context_takeover=False, client_no_context_takeover=False,
-                 server_max_window_bits=15, client_max_window_bits=15, level=6):
+                 server_max_window_bits=15, client_max_window_bits=15, level=1):
         self.server_no_context = server_no_context_takeover
         self.client_no_context = client_no_context_takeover
         self.server_bits = server_max_window_bits

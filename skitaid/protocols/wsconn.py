@@ -144,16 +144,16 @@ class WSConnection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def message_frame(self, msg):
-        """A str as a text frame, bytes as a binary frame (compressed when
-        permessage-deflate was agreed). Safe in any thread."""
+        """A str as a text frame, bytes as a binary frame, compressed when
+        permessage-deflate was agreed (then on the loop thread only: with
+        context takeover, messages must be compressed in sending order)."""
         if isinstance(msg, str):
             op, data = wsp.OP_TEXT, msg.encode("utf-8")
         else:
             op, data = wsp.OP_BINARY, bytes(msg)
         d = self.deflate
         if d is not None:
-            with self._cond:    # one compressor per connection: keep it single-file
-                return wsp.frame(op, d.compress(data), rsv1=True)
+            return wsp.frame(op, d.compress(data), rsv1=True)
         return wsp.frame(op, data)
 
     def send_message(self, msg):
@@ -173,9 +173,11 @@ class WSConnection(asyncio.Protocol):
             self.close_now()
 
     # -- output from app threads -----------------------------------------------------------
-    def send_threadsafe(self, data):
-        """Hand a frame to the loop from an app thread; wait while the client
-        is not keeping up. False when the connection is gone."""
+    def send_threadsafe(self, msg):
+        """Hand a message to the loop from an app thread; wait while the
+        client is not keeping up. False when the connection is gone. The
+        frame is built here (off the loop) unless it is to be compressed."""
+        data = self.message_frame(msg) if self.deflate is None else msg
         cond = self._cond
         with cond:
             while (self._queued > HIGH_WATER or self.write_paused) and not self.gone \
@@ -194,7 +196,7 @@ class WSConnection(asyncio.Protocol):
     def _deliver(self, data):
         if self.state == OPEN:
             self.last_active = time.monotonic()
-            self.send(data)
+            self.send(self.message_frame(data) if self.deflate is not None else data)
         with self._cond:
             self._queued -= len(data)
             if self._waiting and not self.write_paused:
@@ -220,6 +222,12 @@ class WSConnection(asyncio.Protocol):
         self.worker.count_rejected(code, "websocket: " + reason, self.client)
         if self.state == OPEN:
             self.close(code, reason)
+            # The client's close frame can no longer be found in the input:
+            # end our side after the close frame instead (a client waits for
+            # the server to close TCP first), and close when it ends its own.
+            self.flush()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
         else:
             self.close_soon()
 
