@@ -557,6 +557,26 @@ def test_frame_right_behind_the_handshake(srv):
     s.close()
 
 
+def test_upgrade_pipelined_behind_a_request(srv):
+    """A plain request, then the handshake, in one write: both are answered."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(("GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % KEY).encode())
+    buf = b""
+    while buf.count(b"\r\n\r\n") < 2 or b"plain page" not in buf:
+        data = s.recv(4096)
+        assert data, buf
+        buf += data
+    first, _, rest = buf.partition(b"plain page")
+    assert first.startswith(b"HTTP/1.1 200")
+    head, _, rest = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    send_frame(s, 0x1, b"after")
+    assert FrameReader(s, rest).read() == (0x1, b"ECHO:after")
+    s.close()
+
+
 def test_upgrade_to_plain_view_is_answered_and_closed(srv):
     s, status, hdrs, rest = raw_request(srv.port, "/")
     assert status == 200 and hdrs.get("connection") == "close"
@@ -594,5 +614,21 @@ def test_graceful_stop_closes_1001(tmp_path):
                 ws.recv(timeout=5)
             assert ws.close_code == 1001
         assert s.proc.wait(10) == 0
+    finally:
+        s.stop()
+
+
+def test_threads_0_runs_the_generator_on_the_loop(tmp_path):
+    script = APP_SCRIPT.replace("threads=4", "threads=0")
+    (tmp_path / "app.py").write_text(script)
+    s = ServerProc([sys.executable, str(tmp_path / "app.py")], str(tmp_path))
+    try:
+        with connect("ws://127.0.0.1:%d/echo?suffix=0" % s.port) as ws:
+            for i in range(5):
+                ws.send("m%d" % i)
+                assert ws.recv(timeout=5) == "ECHO:m%d0" % i
+        with connect("ws://127.0.0.1:%d/dedicated" % s.port) as ws:   # still its own thread
+            ws.send("hi")
+            assert ws.recv(timeout=5).startswith("skitaid-ws-")
     finally:
         s.stop()

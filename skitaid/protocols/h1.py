@@ -671,7 +671,8 @@ class H1Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self):
-        if self._reading_paused and not self._body_paused and not self.closing:
+        if self._reading_paused and not self._body_paused and not self.closing \
+                and self._upgrade_tail is None:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -683,7 +684,13 @@ class H1Connection(asyncio.Protocol):
         answers in HTTP, after which the connection closes."""
         offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
         self._upgrade_tail = bytes(data[offset:])
-        self.closing = True
+        # only the upgrade request's own HTTP answer closes the connection:
+        # requests pipelined before it are answered as usual
+        ex = self._queue[-1] if self._queue else self.current
+        if ex is not None:
+            ex.keep_alive = False
+        else:
+            self.closing = True
         if not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
