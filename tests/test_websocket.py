@@ -13,8 +13,8 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
+import zlib
 
 import psutil
 import pytest
@@ -445,6 +445,22 @@ def test_max_message_size_closes_1009(srv):
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
         assert ws.close_code == 1009
+
+
+def test_compressed_message_is_limited_after_inflating(srv):
+    """A few hundred bytes that inflate to 1 MB: refused at the limit, not inflated."""
+    s, status, hdrs, rest = raw_request(srv.port, "/small",
+                                        {"Sec-WebSocket-Extensions": "permessage-deflate"})
+    assert status == 101 and hdrs["sec-websocket-extensions"] == "permessage-deflate"
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = z.compress(b"\0" * (1 << 20)) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert len(bomb) < 2000
+    key = os.urandom(4)
+    payload = bytes(b ^ key[i % 4] for i, b in enumerate(bomb[:-4]))
+    s.sendall(struct.pack("!BBH", 0xC2, 0x80 | 126, len(payload)) + key + payload)
+    op, payload = FrameReader(s, rest).read()
+    assert op == 0x8 and close_code(payload) == 1009
+    s.close()
 
 
 def test_server_answers_client_ping_and_close(srv):

@@ -184,10 +184,15 @@ class WebSocket:
         """The next message; None once the connection is closed;
         TimeoutError when none came within `timeout` seconds."""
         s = self.session
-        item = s.pull(timeout)
-        if item is s.TIMEOUT:
-            raise TimeoutError("no message within %s s" % timeout)
-        return item
+        while True:
+            item = s.pull(timeout)
+            if item is s.TIMEOUT:
+                raise TimeoutError("no message within %s s" % timeout)
+            if item is None:
+                return None
+            item = s._decode(item)
+            if item is not _SKIP:
+                return item
 
     def getswait(self, timeout=10):
         """The original's call: the messages waiting (a list, [] after
@@ -202,11 +207,13 @@ class WebSocket:
         while True:
             more = s.pull(0)
             if more is s.TIMEOUT:
-                return out
+                break
             if more is None:
                 s.push_back_close()
-                return out
+                break
             out.append(more)
+        out = [s._decode(m) for m in out]
+        return [m for m in out if m is not _SKIP]
 
 
 def _broadcast(rooms, key, msg):
