@@ -127,7 +127,7 @@ def websocket(timeout=60, mode=WS_SIMPLE, onopen=None, onclose=None, encoding="t
         def view(*args, **kwargs):
             wsgi = (len(args) == 2 and isinstance(args[0], dict) and callable(args[1])
                     and "wsgi.version" in args[0])
-            env = _local.environ
+            env = getattr(_local, "environ", None)
             if wsgi and env is not args[0]:
                 env = None       # not served by skitaid's upgrade path
             response = _open(env, options, f, args, kwargs, is_gen)

@@ -7,6 +7,7 @@ frames) or hide (server pings).
 """
 import base64
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -545,6 +546,17 @@ def test_bad_handshakes(srv, headers, method, version, status, version_hdr):
     if version_hdr:
         assert hdrs.get("sec-websocket-version") == "13"
     assert "sec-websocket-accept" not in hdrs
+
+
+def test_plain_get_to_flask_websocket_view_is_426(srv):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    conn.request("GET", "/echo")
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 426
+    assert resp.getheader("Upgrade") == "websocket"
+    assert resp.getheader("Sec-WebSocket-Version") == "13"
 
 
 def test_good_handshake_accept_key(srv):
