@@ -288,6 +288,11 @@ class Session:
                 room.leave(self.conn)
         self._put(None)
 
+    def fail_after(self, code, reason):
+        """The client broke the protocol after the messages handed over so
+        far: fail the connection once they are handled (loop)."""
+        self._put(_Fail(code, reason))
+
     def _put(self, item):
         if self.pool is None and not self.dedicated:
             self._handle(item)       # threads = 0: on the loop
@@ -345,19 +350,22 @@ class Session:
                 return
 
     def pull(self, timeout):
-        with self._cond:
-            if not self._inbox:
-                if self._ended:
-                    return None
-                if timeout is not None and timeout <= 0:
-                    return self.TIMEOUT
-                self._cond.wait_for(lambda: self._inbox, timeout)
+        while True:
+            with self._cond:
                 if not self._inbox:
-                    return self.TIMEOUT
-            item = self._take()
-            if item is None:
-                self._ended = True
-            return item
+                    if self._ended:
+                        return None
+                    if timeout is not None and timeout <= 0:
+                        return self.TIMEOUT
+                    self._cond.wait_for(lambda: self._inbox, timeout)
+                    if not self._inbox:
+                        return self.TIMEOUT
+                item = self._take()
+                if item is None:
+                    self._ended = True
+            if type(item) is not _Fail:
+                return item
+            self.loop.call_soon_threadsafe(self.conn.fail, item.code, item.reason)
 
     def push_back_close(self):
         with self._cond:
@@ -381,6 +389,12 @@ class Session:
                 self._callback(self.options.onopen)
                 if self.gen is not None and not self._ended:
                     self._emit_from(self.ctx.run(next, self.gen))
+            elif type(item) is _Fail:
+                conn = self.conn
+                if threading.get_ident() == self.ws._loop_thread:
+                    conn.fail(item.code, item.reason)
+                else:
+                    self.loop.call_soon_threadsafe(conn.fail, item.code, item.reason)
             elif item is None:
                 self._ended = True
                 gen, self.gen = self.gen, None
@@ -459,6 +473,15 @@ class Session:
 
 
 _SKIP = object()
+
+
+class _Fail:
+    """Inbox item: fail the connection (a protocol error after the messages before it)."""
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code, reason):
+        self.code = code
+        self.reason = reason
 
 
 def switch(worker, exchange, session):

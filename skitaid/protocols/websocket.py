@@ -46,6 +46,7 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.events = []
 
 
 def accept_key(key):
@@ -127,13 +128,25 @@ class FrameParser:
         self.closed = False           # a close frame was read: ignore the rest
 
     def feed(self, data):
+        """Events in `data` (and what came before it). A violation raises
+        ProtocolError with the events found before it in `.events`, so that
+        messages the client sent before its mistake can still be answered."""
         if self.closed:
             return []
+        events = []
+        try:
+            self._feed(data, events)
+        except ProtocolError as e:
+            self.closed = True
+            e.events = events
+            raise
+        return events
+
+    def _feed(self, data, events):
         buf = self._buf
         if buf:
             buf += data
             data = buf
-        events = []
         pos = 0
         end = len(data)
         while True:
@@ -206,7 +219,6 @@ class FrameParser:
                 buf += data[pos:]
         elif buf:
             buf.clear()
-        return events
 
     # -- frame level ---------------------------------------------------------------
     def _start_frame(self, op, fin, rsv, n):

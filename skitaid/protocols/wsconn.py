@@ -23,6 +23,7 @@ OPEN, CLOSING, CLOSED = range(3)
 HIGH_WATER = 256 * 1024         # bytes app threads may queue before they wait
 HARD_LIMIT = 8 * 1024 * 1024    # unsent bytes at which a client that does not read is dropped
 CLOSE_TIMEOUT = 5.0             # seconds to wait for the client's close frame / its close of TCP
+FAIL_GRACE = 2.0                # seconds the app gets to answer messages sent before a violation
 
 
 class WSConnection(asyncio.Protocol):
@@ -43,6 +44,8 @@ class WSConnection(asyncio.Protocol):
         self.last_recv = self.last_active = time.monotonic()
         self._ping_sent = 0.0
         self._closing_since = 0.0
+        self._failure = None          # (code, reason) to fail with once earlier messages are answered
+        self._fail_at = 0.0
         self._out = None
         self.write_paused = False
         self._paused_since = 0.0
@@ -72,16 +75,19 @@ class WSConnection(asyncio.Protocol):
         self.last_recv = time.monotonic()
         if self.failed:
             return            # after a protocol error: wait for the client's close
+        error = None
         try:
             events = self.parser.feed(data)
         except wsp.ProtocolError as e:
-            self.fail(e.code, e.reason)
-            return
+            error = e
+            events = e.events
+        delivered = False
         for ev in events:
             kind = ev[0]
             if kind == wsp.MESSAGE:
                 if self.state == OPEN:
                     self.last_active = self.last_recv
+                    delivered = True
                     if self.session.received(ev[1]):
                         self.pause_input()
             elif kind == wsp.PING:
@@ -91,6 +97,17 @@ class WSConnection(asyncio.Protocol):
                 self._ping_sent = 0.0
             else:
                 self._close_received(ev[1], ev[2])
+        if error is not None:
+            if delivered and self.state == OPEN and self.session is not None:
+                # Messages that came before the mistake are answered first:
+                # the session fails the connection once it has handled them
+                # (or the sweeper does, should the app take too long).
+                self.failed = True
+                self._fail_at = self.last_recv + FAIL_GRACE
+                self._failure = (error.code, error.reason)
+                self.session.fail_after(error.code, error.reason)
+            else:
+                self.fail(error.code, error.reason)
 
     def eof_received(self):
         self._end_session(1006)
@@ -219,6 +236,7 @@ class WSConnection(asyncio.Protocol):
     def fail(self, code, reason):
         """A protocol violation: close frame with `code`, parse nothing more."""
         self.failed = True
+        self._failure = None
         self.worker.count_rejected(code, "websocket: " + reason, self.client)
         if self.state == OPEN:
             self.close(code, reason)
@@ -271,6 +289,9 @@ class WSConnection(asyncio.Protocol):
                 self.close_now()
             return
         if state != OPEN:
+            return
+        if self._failure is not None and now > self._fail_at:
+            self.fail(*self._failure)
             return
         if self.write_paused and now - self._paused_since > self.worker.limits.response_timeout:
             self.close_now()    # the client stopped reading
