@@ -81,13 +81,11 @@ class WSConnection(asyncio.Protocol):
         except wsp.ProtocolError as e:
             error = e
             events = e.events
-        delivered = False
         for ev in events:
             kind = ev[0]
             if kind == wsp.MESSAGE:
                 if self.state == OPEN:
                     self.last_active = self.last_recv
-                    delivered = True
                     if self.session.received(ev[1]):
                         self.pause_input()
             elif kind == wsp.PING:
@@ -98,7 +96,7 @@ class WSConnection(asyncio.Protocol):
             else:
                 self._close_received(ev[1], ev[2])
         if error is not None:
-            if delivered and self.state == OPEN and self.session is not None:
+            if self.state == OPEN and self.session is not None:
                 # Messages that came before the mistake are answered first:
                 # the session fails the connection once it has handled them
                 # (or the sweeper does, should the app take too long).
