@@ -7,6 +7,8 @@ from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
 from .push import push
 from .corequest.task import (STA_REQFAIL, STA_UNSENT, STA_TIMEOUT, STA_NETERR, STA_ERROR,
                              STA_NORMAL, CorequestError)
+from .websocket import (websocket, WS_SIMPLE, WS_CHANNEL, WS_DEDICATED, WS_THREADSAFE,
+                        WS_GROUPCHAT, WS_MSG_TEXT, WS_MSG_JSON)
 from . import was
 
 __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
@@ -15,4 +17,6 @@ __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "alias", "register_cache_keys", "register_states", "enable_proxy",
            "STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR", "STA_NORMAL",
            "CorequestError", "was", "PROTO_HTTP", "PROTO_HTTPS", "DB_PGSQL", "DB_SQLITE3",
-           "DB_REDIS"]
+           "DB_REDIS",
+           "websocket", "WS_SIMPLE", "WS_CHANNEL", "WS_DEDICATED", "WS_THREADSAFE",
+           "WS_GROUPCHAT", "WS_MSG_TEXT", "WS_MSG_JSON"]

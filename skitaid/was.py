@@ -23,6 +23,7 @@ from .corequest import http as _http
 from .corequest.background import run_in, run_subprocess
 from .corequest.rpc import JSONRPCStub, XMLRPCStub
 from .corequest.task import Mask, Result, Task, Tasks  # noqa: F401  (was.Tasks, was.Mask)
+from .push import push  # noqa: F401  (was.push('/static/app.css') during a request, HTTP/2)
 
 _local = threading.local()
 _gtx_seq = itertools.count(1)

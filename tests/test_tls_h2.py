@@ -112,7 +112,8 @@ def endless(environ, start_response):
 
 def push(environ, start_response):
     env_push = environ.get("skitaid.push", lambda uri: False)    # HTTP/2 only
-    pushed = [skitaid.push("/static/app.css"), env_push("/hello/pushed")]
+    # skitaid.was.push is the same call as skitaid.push (the original Skitai spelling)
+    pushed = [skitaid.was.push("/static/app.css"), env_push("/hello/pushed")]
     body = ("pushed %r" % pushed).encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]

@@ -19,7 +19,9 @@ from .. import was
 from ..push import bind as _bind_push
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
+from ..websocket import accepted_session, call_app
 from ..version import __version__
+from . import websocket as ws_handler
 from .errors import error_response
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
@@ -177,6 +179,7 @@ class WSGIHandler:
         self.script_name = "" if prefix == "/" else prefix
         self.worker = worker
         self.loop = worker.loop
+        self.loop_thread = threading.get_ident()    # built on the loop thread
         self.pool = worker.pool
         self.debug = worker.config.debug
         self.estimated_timeout = worker.config.estimated_timeout
@@ -264,7 +267,13 @@ class WSGIHandler:
         _bind_push(exchange)
         was.bind(exchange.request)
         try:
-            result = self.app(self.environ(exchange), resp.start_response)
+            env = self.environ(exchange)
+            if "HTTP_UPGRADE" in env:
+                result = self._call_upgrade(exchange, env, resp)
+                if result is None:
+                    return
+            else:
+                result = self.app(env, resp.start_response)
             if type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result, exchange.respond)
             elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
@@ -315,7 +324,13 @@ class WSGIHandler:
         _bind_push(exchange)
         was.bind(exchange.request)      # corequests made by the app carry its transaction IDs
         try:
-            result = self.app(self.environ(exchange), resp.start_response)
+            env = self.environ(exchange)
+            if "HTTP_UPGRADE" in env:
+                result = self._call_upgrade(exchange, env, resp)
+                if result is None:
+                    return
+            else:
+                result = self.app(env, resp.start_response)
             if type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result,
                                    lambda *a: self.loop.call_soon_threadsafe(exchange.respond, *a))
@@ -337,6 +352,21 @@ class WSGIHandler:
             _bind_push(None)
             if result is not None:
                 _close(result)
+
+    def _call_upgrade(self, exchange, env, resp):
+        """A request asking to switch protocols: a WebSocket view accepting
+        it answers 101 and leaves a session; the switch happens on the loop.
+        None when switched, else the app's ordinary response."""
+        result = call_app(self.app, env, resp.start_response,
+                          self.loop, self.loop_thread, self.pool)
+        session = accepted_session(env, resp.status)
+        if session is None:
+            return result
+        _close(result)
+        resp.started = True
+        exchange.t_handled = time.monotonic()
+        self._on_loop(ws_handler.switch, self.worker, exchange, session)
+        return None
 
     def _respond_list(self, exchange, resp, result, respond):
         if resp.status is None:

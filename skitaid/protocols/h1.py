@@ -212,6 +212,11 @@ class H1Exchange(Exchange):
         self.conn.exchange_done(self)
         self.conn.close_now()
 
+    def switch_protocol(self, headers, protocol):
+        """Answer 101 with `headers` and give the connection to `protocol`
+        (see H1Connection.switch_protocol). Loop thread; False if it cannot."""
+        return self.conn.switch_protocol(self, headers, protocol)
+
     # -- flow control --------------------------------------------------------
     def writing_paused(self):
         return self.conn.write_paused
@@ -330,6 +335,7 @@ class H1Connection(asyncio.Protocol):
         self._eof = False          # the client shut down its sending side
         self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
+        self._upgrade_tail = None  # bytes after a head that asked to switch protocols
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
@@ -442,8 +448,7 @@ class H1Connection(asyncio.Protocol):
             if self._h2c_request is not None:
                 h2c.switch(self, data[e.args[0]:])
                 return
-            # Protocol switches come with later issues; the request was served as plain HTTP.
-            self.closing = True
+            self._upgrade_requested(data, e)       # WebSocket (handlers/websocket.py)
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
@@ -683,9 +688,52 @@ class H1Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self):
-        if self._reading_paused and not self._body_paused and not self.closing:
+        if self._reading_paused and not self._body_paused and not self.closing \
+                and self._upgrade_tail is None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    # -- protocol switch (Upgrade) ---------------------------------------------------
+    def _upgrade_requested(self, data, exc):
+        """llhttp stopped after a head asking to switch protocols (already
+        dispatched). Keep the bytes after it for the new protocol and read
+        nothing more: the handler either switches (switch_protocol) or
+        answers in HTTP, after which the connection closes."""
+        offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+        self._upgrade_tail = bytes(data[offset:])
+        # only the upgrade request's own HTTP answer closes the connection:
+        # requests pipelined before it are answered as usual
+        ex = self._queue[-1] if self._queue else self.current
+        if ex is not None:
+            ex.keep_alive = False
+        else:
+            self.closing = True
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def switch_protocol(self, ex, headers, protocol):
+        """Send `101 Switching Protocols` + `headers` for `ex` and hand the
+        transport to `protocol`, an asyncio.Protocol with
+        `takeover(transport, leftover_bytes)` (it resumes reading)."""
+        tail = self._upgrade_tail
+        if tail is None or ex is not self.current or ex.closed or ex.head_sent \
+                or self.transport.is_closing():
+            return False
+        self._upgrade_tail = None
+        lines = "".join("%s: %s\r\n" % h for h in headers).encode("latin-1")
+        self.send(status_line(101) + dates.header() + SERVER_HEADER + lines + b"\r\n")
+        self.flush()
+        ex.status = 101
+        ex.head_sent = ex.done = True
+        self.current = None
+        self.state = LINGER        # (this object is done; the sweeper no longer sees it)
+        self.worker.connections.discard(self)
+        self.worker.exchange_finished(ex)
+        transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.takeover(transport, tail)
+        return True
 
     # -- errors and closing --------------------------------------------------------
     def reject(self, status, detail):
