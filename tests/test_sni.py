@@ -348,3 +348,40 @@ def test_api_host_certificate_needs_a_default(tmp_path, monkeypatch):
         api.build_config()
     with pytest.raises(ValueError, match="host names"):
         api.enable_ssl(str(tmp_path / "c.pem"), host="*")
+
+
+def test_reload_adds_a_host_certificate_and_refuses_a_bad_one(certs, tmp_path):
+    """HUP: a host certificate that does not load is refused (the running
+    config keeps serving, the log names file, section and key); a good one is
+    presented by the new workers."""
+    import shutil
+    import signal
+    from conftest import ServerProc, wait_for
+    d = tmp_path / "etc"
+    shutil.copytree(certs / "cert", d / "cert")
+    shutil.copytree(certs / "elsewhere", d / "elsewhere")
+    port = free_port()
+    no_cert = WEB_CONF.replace("certfile = example.pem\n    keyfile = example.key\n"
+                               "    passphrase = s3cret\n", "")
+    conf = config_dir(d, port, web=no_cert)
+    s = ServerProc([sys.executable, "-m", "skitaid", "run", "-c", conf], str(d), port=port)
+    try:
+        assert presented(certs, port, "api.example.com") == ("default.test", "h2")
+        (d / "cert" / "junk.pem").write_text("not a certificate\n")
+        config_dir(d, port, web=WEB_CONF.replace("certfile = example.pem", "certfile = junk.pem"))
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.wait_log("servers-enabled/web.conf [routes:line] certfile (for .example.com): "
+                          "cannot load the TLS certificate %s" % (d / "cert" / "junk.pem"), 15), s.log
+        assert presented(certs, port, "api.example.com") == ("default.test", "h2")
+        config_dir(d, port)
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: presented(certs, port, "api.example.com")[0] == "example.com", 20)
+        assert presented(certs, port, "www.exact.test") == ("www.exact.test", "h2")
+    finally:
+        s.stop()
+
+
+def test_sni_names():
+    from skitaid.protocols.tls import sni_names
+    assert sni_names(("default", "*", "example.com:8443", ".example.com", "*.b.org.")) == \
+        ("example.com", ".example.com", "*.b.org.")
