@@ -13,17 +13,19 @@ import os
 import sys
 from dataclasses import fields, replace
 
-from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GlobalConfig, HostGroup,
-                           Limits, Route, ServerConfig, STATIC)
+from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GlobalConfig, HostCert,
+                           HostGroup, Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)
 _aliases = {}         # name → Alias, from skitaid.alias()
 _max_ages = []
 _log_off = []
+_host_certs = {}      # host names → HostCert, from enable_ssl(host=...)
 _settings = {}
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
-_SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off"}
+_SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
+                                                          "host_certs"}
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
@@ -185,8 +187,13 @@ def enable_debug(on=True):
     _settings["debug"] = bool(on)
 
 
-def enable_ssl(certfile, keyfile=None, passphrase=None):
-    """Serve over TLS (h2 and http/1.1 by ALPN). Relative paths are relative to the script."""
+def enable_ssl(certfile, keyfile=None, passphrase=None, host=None):
+    """Serve over TLS (h2 and http/1.1 by ALPN). Relative paths are relative to the script.
+
+    With `host` ("example.com", ".example.com", "*.example.com" or a list of
+    them, as mount() takes), the certificate is the one presented to clients
+    asking for those names (SNI); others get the certificate given without
+    `host`, which is still needed."""
     def where(p):
         return p if not p or os.path.isabs(p) else os.path.join(_script_dir(), p)
     certfile = where(certfile)
@@ -194,6 +201,15 @@ def enable_ssl(certfile, keyfile=None, passphrase=None):
     for p in (certfile, keyfile):
         if p and not os.path.isfile(p):
             raise FileNotFoundError("skitaid.enable_ssl: no such file: %s" % p)
+    if host is not None:
+        names = (host,) if isinstance(host, str) else tuple(host)
+        names = tuple(n.lower() for n in names)
+        if not names or any(n in ("default", "*") for n in names):
+            raise ValueError("skitaid.enable_ssl: host names like example.com or .example.com "
+                             "(the default certificate is the one given without host)")
+        _host_certs[names] = HostCert(names, certfile, keyfile, passphrase or "",
+                                      ("skitaid.enable_ssl", "host=%s" % " ".join(names)))
+        return
     _settings.update(ssl=True, certfile=certfile, keyfile=keyfile, passphrase=passphrase or "")
 
 
@@ -266,7 +282,11 @@ def build_config(**options):
     for names, route in _mounts:
         groups.setdefault(names, []).append(route)
     hosts = tuple(HostGroup(names, tuple(routes)) for names, routes in groups.items())
+    if _host_certs and not (server_kw.get("ssl") and server_kw.get("certfile")):
+        raise RuntimeError("skitaid.enable_ssl(..., host=...) needs the server's default "
+                           "certificate too: call skitaid.enable_ssl(certfile, keyfile)")
     server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
+                          host_certs=tuple(_host_certs.values()),
                           aliases=tuple(_aliases.values()),
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)

@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from . import values as v
 from .errors import Problem
-from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GlobalConfig, HostGroup,
-                    Limits, Member, Route, ServerConfig)
+from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GlobalConfig, HostCert,
+                    HostGroup, Limits, Member, Route, ServerConfig)
 
 # Section kinds
 SERVER, ROUTES, ALIAS_SECTION, GLOBAL = "server", "routes", "alias", "global"
@@ -313,9 +313,15 @@ def _route(ctx, sec, prefix, target, alias_refs) -> Optional[Route]:
     return Route(norm, STATIC, path, where)
 
 
-def _host_group(ctx, sec, alias_refs, seen_names) -> Optional[HostGroup]:
+# A routes section may carry its hosts' own certificate (SNI): keys, not '/'-routes.
+_CERT_KEYS = ("certfile", "keyfile", "passphrase")
+
+
+def _host_group(ctx, sec, alias_refs, seen_names, certs, ssl_on) -> Optional[HostGroup]:
     names = None
     routes = []
+    cert = {}                   # certfile/keyfile/passphrase → (key as written, value)
+    has_route = False
     for key, value in sec.entries:
         if value is None:
             line = key.strip()
@@ -332,6 +338,13 @@ def _host_group(ctx, sec, alias_refs, seen_names) -> Optional[HostGroup]:
             else:
                 ctx.problem(sec.name, line, line, "a route as PREFIX = TARGET")
             continue
+        norm = key.strip().lower().replace("-", "_")
+        if norm in _CERT_KEYS:
+            if norm in cert:
+                ctx.problem(sec.name, key, value, "%s only once in a routes section" % norm)
+            cert[norm] = (key.strip(), value.strip())
+            continue
+        has_route = True
         route = _route(ctx, sec, key.strip(), value.strip(), alias_refs)
         if route is not None:
             routes.append(route)
@@ -341,9 +354,43 @@ def _host_group(ctx, sec, alias_refs, seen_names) -> Optional[HostGroup]:
             ctx.problem(sec.name, "", None, "host names on the first line: 'default' is "
                         "already used by an earlier routes section")
         seen_names.add("default")
-    if not any(value is not None for _, value in sec.entries):
+    if not has_route:
         ctx.problem(sec.name, "", None, "at least one route as PREFIX = TARGET")
+    if cert:
+        _host_cert(ctx, sec, names, cert, certs, ssl_on)
     return HostGroup(names=names, routes=tuple(routes))
+
+
+def _host_cert(ctx, sec, names, cert, certs, ssl_on):
+    """The section's certfile/keyfile/passphrase → a HostCert in `certs`, checked."""
+    if "certfile" not in cert:
+        key, value = next(iter(cert.values()))
+        ctx.problem(sec.name, key, value, "a certfile in the same section (keyfile and "
+                    "passphrase go with it)")
+        return
+    key, value = cert["certfile"]
+    if not value:
+        ctx.problem(sec.name, key, value, "a certificate file name")
+        return
+    if not any(n not in ("default", "*") for n in names):
+        ctx.problem(sec.name, key, value, "a routes section for named hosts (the default "
+                    "host group uses the server's certfile)")
+        return
+    if not ssl_on:
+        ctx.problem(sec.name, key, value, "ssl = yes in the server section (a host "
+                    "certificate is used for TLS only)")
+        return
+    cert_dir = os.path.join(ctx.config_dir, "cert")
+    paths = {}
+    for name in ("certfile", "keyfile"):
+        if cert.get(name, ("", ""))[1]:
+            key, value = cert[name]
+            paths[name] = ctx.path(value, cert_dir)
+            if not os.path.isfile(paths[name]):
+                ctx.problem(sec.name, key, value, "an existing file (%s)" % paths[name])
+    certs.append(HostCert(names=names, certfile=paths["certfile"], keyfile=paths.get("keyfile", ""),
+                          passphrase=cert.get("passphrase", ("", ""))[1],
+                          where=(ctx.file, sec.name)))
 
 
 # ---------------------------------------------------------------- the file
@@ -368,11 +415,12 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
                 aliases[alias.name] = alias
 
     groups = []
+    certs = []
     alias_refs = []
     seen_names = set()
     for sec in sections:
         if sec.kind == ROUTES:
-            groups.append(_host_group(ctx, sec, alias_refs, seen_names))
+            groups.append(_host_group(ctx, sec, alias_refs, seen_names, certs, kw.get("ssl")))
     if not any(s.kind == ROUTES for s in sections):
         ctx.problem(ctx.routes_label.strip("[]"), "", None,
                     "a %s section with at least one route" % ctx.routes_label)
@@ -389,7 +437,7 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
                         "an http or https alias to proxy to (@%s is %s)" % (alias.name, alias.type))
 
     return ServerConfig(name=name, source=source, limits=limits, hosts=tuple(groups),
-                        aliases=tuple(aliases.values()), **kw)
+                        aliases=tuple(aliases.values()), host_certs=tuple(certs), **kw)
 
 
 _GLOBAL_KEYS = {

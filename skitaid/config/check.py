@@ -40,6 +40,26 @@ def deep_check(config: Config, held: Iterable = (), timeout: float = IMPORT_TIME
     for server in config.servers:
         problems += _listener(config.globals, server, held_keys)
         problems += _apps(config.globals, server, timeout)
+        problems += _certificates(config.globals, server)
+    return problems
+
+
+def _certificates(g: GlobalConfig, server: ServerConfig) -> List[Problem]:
+    """Certificates that exist but do not load (not PEM, key mismatch, bad passphrase)."""
+    if not server.ssl:
+        return []
+    from ..protocols.tls import server_context
+    problems = []
+    wanted = [(_file(g, server), "server", server.certfile, server.keyfile, server.passphrase)]
+    wanted += [hc.where + (hc.certfile, hc.keyfile, hc.passphrase) for hc in server.host_certs]
+    for file, section, certfile, keyfile, passphrase in wanted:
+        if not (os.path.isfile(certfile) and (not keyfile or os.path.isfile(keyfile))):
+            continue            # the parser has said so already
+        try:
+            server_context(certfile, keyfile, passphrase)
+        except ValueError as e:
+            problems.append(Problem(file, section, "certfile", certfile,
+                                    "a certificate that loads (%s)" % e))
     return problems
 
 

@@ -31,6 +31,17 @@ class HostGroup:
 
 
 @dataclass(frozen=True)
+class HostCert:
+    """A certificate presented (by SNI) to clients asking for these host names;
+    other names, and clients sending no SNI, get the server's own certificate."""
+    names: Tuple[str, ...]      # as in HostGroup: "example.com", ".example.com", "*.example.com"
+    certfile: str
+    keyfile: str = ""           # "" → the key is in certfile
+    passphrase: str = ""
+    where: Tuple[str, str] = ("", "")   # (file, section) it was configured in, for messages
+
+
+@dataclass(frozen=True)
 class Limits:
     max_url_size: int = 8190              # request line / URL bytes → 414
     max_header_size: int = 65536          # all header bytes → 431
@@ -86,6 +97,7 @@ class ServerConfig:
     certfile: str = ""
     keyfile: str = ""
     passphrase: str = ""
+    host_certs: Tuple[HostCert, ...] = ()  # per-host certificates (SNI); the above is the default
     static_max_age: int = 300
     # (prefix, seconds) pairs from skitaid.set_max_age(); longest prefix wins
     max_ages: Tuple[Tuple[str, int], ...] = ()

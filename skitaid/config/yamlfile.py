@@ -5,7 +5,7 @@ server: {ip: 0.0.0.0, port: 5000}
 routes:                      # the default host group
   /: [sites/static, sites/app.py:app]
 hosts:                       # other host groups, same shape
-  .example.com: {/: sites/sub/app.py:app}
+  .example.com: {/: sites/sub/app.py:app, certfile: sub.pem}   # certfile/keyfile: SNI
 "@backend": {members: [10.0.0.1:5000 2, 10.0.0.2:5000]}
 ```
 

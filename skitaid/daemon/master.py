@@ -135,9 +135,9 @@ class Master:
     def _listen(self, server, inherited=None):
         """Bind (or reuse) the server's listener and its HTTP→HTTPS forward port."""
         if server.ssl:      # a bad certificate or passphrase: say so before listening
-            from ..protocols.tls import server_context
+            from ..protocols.tls import config_context
             try:
-                server_context(server.certfile, server.keyfile, server.passphrase, server.http2)
+                config_context(server)      # the server's certificate and each host's (SNI)
             except ValueError as e:
                 raise _StartError("server %r: %s" % (server.name, e))
         wanted = [(server.address, server.port)]

@@ -35,6 +35,58 @@ def server_context(certfile, keyfile="", passphrase="", http2=True):
     return ctx
 
 
+def sni_names(names):
+    """The configured host names a certificate is chosen by: a TLS client names
+    no port, and `default`/`*` get the server's own certificate anyway."""
+    out = []
+    for name in names:
+        host, colon, port = name.rpartition(":")
+        if colon and port.isdigit() and not host.endswith(("]", ":")):
+            name = host
+        if name not in ("default", "*"):
+            out.append(name)
+    return tuple(out)
+
+
+def config_context(config):
+    """The server's SSL context: its own certificate for unknown names and
+    clients sending no SNI, and through `sni_callback` each host's own.
+
+    Every context is loaded here, once (the daemon does it before dropping
+    privileges). A file that cannot be loaded raises ValueError naming the
+    file, section and key it was configured in."""
+    c = config
+    ctx = server_context(c.certfile, c.keyfile, c.passphrase, c.http2)
+    if not c.host_certs:
+        return ctx
+    loaded = {}
+    table = []
+    for hc in c.host_certs:
+        files = (hc.certfile, hc.keyfile, hc.passphrase)
+        if files not in loaded:
+            try:
+                loaded[files] = server_context(*files, http2=c.http2)
+            except ValueError as e:
+                file, section = hc.where
+                raise ValueError("%s [%s] certfile (for %s): %s" % (
+                    file, section, " ".join(hc.names), e)) from None
+        table.append((sni_names(hc.names), loaded[files]))
+    # The router's own table: SNI names match exactly as Host headers do
+    # (exact name, then the longest ".suffix" / "*.suffix").
+    from ..routing import Router
+    by_name = Router(table)
+
+    def pick(sslobj, server_name, _ctx):
+        if server_name:
+            host_ctx = by_name.mounts_for(server_name.lower().rstrip("."))
+            if host_ctx is not None:
+                sslobj.context = host_ctx
+        return None                 # go on with the handshake either way
+
+    ctx.sni_callback = pick
+    return ctx
+
+
 class TLSSelector(asyncio.Protocol):
     """Stands in until the handshake is done, then hands the transport to the
     HTTP/2 or HTTP/1.1 connection that ALPN chose."""

@@ -114,12 +114,12 @@ class Worker:
             "ssl": ctx, "ssl_handshake_timeout": max(1.0, config.limits.request_timeout)}
 
     def tls_context(self):
-        """Load the certificate once; the daemon calls this before dropping
-        privileges, since keys are usually readable by root only."""
+        """Load the certificates (the server's and each host's, for SNI) once;
+        the daemon calls this before dropping privileges, since keys are
+        usually readable by root only."""
         if self._tls_context is None and self.config.ssl:
-            from ..protocols.tls import server_context
-            c = self.config
-            self._tls_context = server_context(c.certfile, c.keyfile, c.passphrase, c.http2)
+            from ..protocols.tls import config_context
+            self._tls_context = config_context(self.config)
         return self._tls_context
 
     def stop(self, graceful=True):
