@@ -376,14 +376,7 @@ def test_reload_adds_a_host_certificate_and_refuses_a_bad_one(certs, tmp_path):
         config_dir(d, port)
         s.proc.send_signal(signal.SIGHUP)
 
-        def switched():
-            # a handshake the retiring worker took just before it stopped can be
-            # cut (a reload-time TLS matter of its own, not of SNI): ask again
-            try:
-                return presented(certs, port, "api.example.com")[0] == "example.com"
-            except OSError:
-                return False
-        assert wait_for(switched, 20)
+        assert wait_for(lambda: presented(certs, port, "api.example.com")[0] == "example.com", 20)
         assert presented(certs, port, "www.exact.test") == ("www.exact.test", "h2")
     finally:
         s.stop()
@@ -393,3 +386,39 @@ def test_sni_names():
     from skitaid.protocols.tls import sni_names
     assert sni_names(("default", "*", "example.com:8443", ".example.com", "*.b.org.")) == \
         ("example.com", ".example.com", "*.b.org.")
+
+
+def test_a_retiring_worker_finishes_handshakes_it_accepted(certs, tmp_path):
+    """Connections a worker accepted before a reload, whose TLS handshake
+    starts only after that worker began to retire, still complete."""
+    import shutil
+    import signal
+    import psutil
+    from conftest import ServerProc, wait_for
+    d = tmp_path / "etc"
+    shutil.copytree(certs / "cert", d / "cert")
+    shutil.copytree(certs / "elsewhere", d / "elsewhere")
+    port = free_port()
+    conf = config_dir(d, port)
+    s = ServerProc([sys.executable, "-m", "skitaid", "run", "-c", conf], str(d), port=port)
+    raws = []
+    try:
+        old = [p for p in psutil.Process(s.proc.pid).children()]
+
+        def accepted():
+            n = 0
+            for p in old:
+                n += sum(1 for c in p.net_connections("tcp") if c.laddr.port == port
+                         and c.status == psutil.CONN_ESTABLISHED)
+            return n >= 3
+        raws = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        assert wait_for(accepted, 10)          # the old workers hold them, mid-handshake
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.wait_log("retiring", 15)      # the new generation serves; the old one stops
+        for raw in raws:
+            with client_ctx(certs, ("h2",)).wrap_socket(raw, server_hostname="www.exact.test") as tls:
+                assert tls.getpeercert()["subject"][0][0][1] == "www.exact.test"
+    finally:
+        for raw in raws:
+            raw.close()
+        s.stop()

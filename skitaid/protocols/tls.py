@@ -91,12 +91,16 @@ class TLSSelector(asyncio.Protocol):
     """Stands in until the handshake is done, then hands the transport to the
     HTTP/2 or HTTP/1.1 connection that ALPN chose."""
 
-    __slots__ = ("worker",)
+    __slots__ = ("worker", "__weakref__")
 
     def __init__(self, worker):
+        # made when the connection is accepted, before the handshake: the
+        # worker's graceful stop waits for handshakes still in progress
         self.worker = worker
+        worker.handshaking.add(self)
 
     def connection_made(self, transport):
+        self.worker.handshaking.discard(self)
         sslobj = transport.get_extra_info("ssl_object")
         alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
         if alpn == "h2":
@@ -110,4 +114,4 @@ class TLSSelector(asyncio.Protocol):
         pass
 
     def connection_lost(self, exc):
-        pass
+        self.worker.handshaking.discard(self)

@@ -9,6 +9,7 @@ import asyncio
 import random
 import signal
 import time
+import weakref
 
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
@@ -17,6 +18,9 @@ from ..protocols.h1 import H1Connection
 from ..corequest.engine import start_worker_engine, stop_worker_engine
 from ..routing import build_router
 from .threadpool import ThreadPool
+
+
+HANDSHAKE_GRACE = 3.0       # graceful stop: seconds left to TLS handshakes in progress
 
 
 def new_event_loop():
@@ -47,6 +51,9 @@ class Worker:
         self.corequests = None      # corequest engine: client pool, clusters, result cache
         self.request_log = None
         self.connections = set()
+        # TLS connections accepted whose handshake is not done (protocols/tls.py);
+        # weak, since a failed handshake never reports back
+        self.handshaking = weakref.WeakSet()
         self.servers = []
         self.requests = 0
         self.rejected = 0
@@ -138,8 +145,13 @@ class Worker:
                        "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
             server.close()       # stop accepting; the sockets stay for the master
-        deadline = time.monotonic() + (self.config.graceful_timeout if graceful else 0)
-        while self.connections and time.monotonic() < deadline:
+        now = time.monotonic()
+        deadline = now + (self.config.graceful_timeout if graceful else 0)
+        # a handshake takes milliseconds; a client silent in mid-handshake must not
+        # hold a stop or reload for the whole handshake timeout
+        handshakes_until = min(deadline, now + HANDSHAKE_GRACE)
+        while time.monotonic() < deadline and (
+                self.connections or (self.handshaking and time.monotonic() < handshakes_until)):
             for conn in list(self.connections):
                 conn.close_idle()
             await asyncio.sleep(0.05)
