@@ -274,7 +274,7 @@ class ProxyHandler:
             conn.close()
             raise
         if stream.switch is not None:
-            self._tunnel(exchange, conn, stream.switch)
+            self._tunnel(exchange, conn, stream.switch, member)
             return
         # the head is out: the rest streams until the end (or a failure → abort)
         try:
@@ -288,7 +288,7 @@ class ProxyHandler:
         exchange.finish()
         pool.release(conn, keep)
 
-    def _tunnel(self, exchange, conn, headers):
+    def _tunnel(self, exchange, conn, headers, member):
         """The backend switched protocols: relay its 101, then join the two
         connections. Its Date/Server give way to ours; the rest (Upgrade,
         Connection, Sec-WebSocket-*) is for the client."""
@@ -304,6 +304,9 @@ class ProxyHandler:
         transport, tail = detached
         tunnel = Tunnel(self.worker, self.worker.config.tunnel_timeout)
         tunnel.attach_backend(transport, tail)
+        # in flight while it lasts: the member choice sees long-lived WebSockets
+        member.inflight += 1
+        tunnel.on_close = member.release_one
         keep = [(n, v) for n, v in headers
                 if n.lower() not in ("date", "server", "content-length", "transfer-encoding",
                                      "keep-alive")]
@@ -312,7 +315,7 @@ class ProxyHandler:
         except ValueError:          # a header that cannot be sent (CR/LF)
             switched = False
         if not switched:
-            transport.abort()
+            tunnel.close_now()
             if not exchange.closed and not exchange.head_sent:
                 exchange.respond(*error_response(502))
             elif not exchange.done:
@@ -401,7 +404,7 @@ class ForwardProxyHandler(ProxyHandler):
             return
         target = (url.path or "/") + ("?" + url.query if url.query else "")
         origin = Cluster("proxy", url.scheme, [(url.hostname, port, 1)])
-        self.loop.create_task(self.forward(exchange, origin, target))
+        self.loop.create_task(self.forward(exchange, origin, target, wants_websocket(exchange)))
 
     async def _connect(self, exchange):
         """CONNECT host:port: open a TCP connection there, answer 200 and

@@ -107,6 +107,7 @@ class Tunnel:
         self.moved = 0               # bytes passed, both ways
         self.closed = False
         self.closed_at = 0.0
+        self.on_close = None         # called once, when the tunnel starts closing
         self._backend_tail = b""
 
     def attach_backend(self, transport, tail=b""):
@@ -143,17 +144,23 @@ class Tunnel:
         if all(end.gone or end.transport is None for end in (self.client, self.backend)):
             self.worker.connections.discard(self)
 
+    def _closing(self):
+        self.closed = True
+        callback, self.on_close = self.on_close, None
+        if callback is not None:
+            callback()
+
     def close(self):
         if self.closed:
             return
-        self.closed = True
+        self._closing()
         self.closed_at = time.monotonic()
         for end in (self.client, self.backend):
             if end.transport is not None and not end.transport.is_closing():
                 end.transport.close()
 
     def close_now(self):
-        self.closed = True
+        self._closing()
         self.worker.connections.discard(self)
         for end in (self.client, self.backend):
             if end.transport is not None and not end.gone:
