@@ -65,7 +65,9 @@ skitaid.mount("/", "@b")
 allow = os.environ.get("ALLOW")
 ports = [int(p) for p in os.environ.get("CONNECT_PORTS", "").split(",") if p]
 skitaid.enable_proxy(True, allow.split(",") if allow else None, ports or None)
-skitaid.run(port=int(os.environ["PORT"]), threads=1, request_log=False,
+tls = {"ssl": True, "certfile": os.environ["CERT"], "keyfile": os.environ["KEY"]} \
+    if os.environ.get("CERT") else {}
+skitaid.run(port=int(os.environ["PORT"]), threads=1, request_log=False, **tls,
             backend_timeout=float(os.environ.get("TIMEOUT", "30")),
             tunnel_timeout=float(os.environ.get("TUNNEL_TIMEOUT", "300")),
             graceful_timeout=float(os.environ.get("GRACEFUL", "30")))
@@ -147,17 +149,38 @@ def test_websocket_echo_through_the_proxy(backend, proxy):
         assert rcvd.code == 4321        # (the backend echoes the code, not the reason)
 
 
+def test_websocket_through_a_tls_proxy(backend, proxy, tmp_path):
+    import ssl
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    p = proxy([member(backend)], CERT=cert, KEY=key)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False
+    with connect("wss://127.0.0.1:%d/ws/echo" % p.port, ssl=ctx, max_size=None) as ws:
+        big = os.urandom(1024 * 1024)
+        ws.send(big)
+        assert ws.recv(timeout=10) == big
+        ws.send("tls")
+        assert ws.recv(timeout=5) == "tls"
+        ws.close(code=4002)
+        assert ws.protocol.close_rcvd.code == 4002
+
+
 def test_websocket_tunnel_is_not_left_open(backend, proxy):
     p = proxy([member(backend)])
     worker = _worker_of(p)
-    base = len(worker.net_connections())
+
+    def established():
+        return [c for c in worker.net_connections() if c.status == "ESTABLISHED"]
     for _ in range(5):
         with connect(ws_url(p)) as ws:
             ws.send("x")
             assert ws.recv(timeout=5) == "x"
-    # both sides of every tunnel closed (the pool's idle keep-alives aside)
-    assert wait_for(lambda: len([c for c in worker.net_connections()
-                                 if c.status == "ESTABLISHED"]) <= base, 5)
+            assert len(established()) == 2        # the client's and the backend's
+    # both sides of every tunnel closed (a tunnel never returns to the pool)
+    assert wait_for(lambda: not established(), 5), established()
 
 
 def test_non_101_answer_is_relayed_as_a_response(backend, proxy):
@@ -271,6 +294,18 @@ def test_connect_tunnel_from_loopback(backend, proxy):
         d = json.loads(rest)
         assert d["path"] == "/through/%d" % i and d["port"] == str(backend.port)
     assert s.recv(10) == b""        # the backend closed: so does the tunnel
+    s.close()
+
+
+def test_connect_tunnel_passes_a_half_close(backend, proxy):
+    p = proxy([member(backend)], CONNECT_PORTS=str(backend.port))
+    s, head, _ = _connect(p.port, "127.0.0.1:%d" % backend.port)
+    assert head.startswith("HTTP/1.1 200 ")
+    s.sendall(b"GET /half HTTP/1.1\r\nHost: b\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)      # the backend sees the end, and still answers
+    head, rest = _read_head(s)
+    assert head.startswith("HTTP/1.1 200 ")
+    assert json.loads(rest + _read_all(s))["path"] == "/half"
     s.close()
 
 
