@@ -75,10 +75,24 @@ def mount(prefix, target, app_name="app", host="default"):
     return _Runner()
 
 
-def alias(name, type="http", members=(), role="", source="", ssl=False):
+# alias types, by the original Skitai's names
+PROTO_HTTP = "http"
+PROTO_HTTPS = "https"
+DB_PGSQL = "postgresql"
+DB_SQLITE3 = "sqlite3"
+DB_REDIS = "redis"
+
+
+def alias(name, type="http", members=(), role="", source="", ssl=False, max_connections=None,
+          idle_timeout=None, pool_timeout=None):
     """A backend cluster for `was` calls and proxy mounts, as an [@name] section:
 
         skitaid.alias("@api", "http", ["10.0.0.1:5000 2", "10.0.0.2:5000"])
+        skitaid.alias("@mydb", skitaid.DB_PGSQL, "user:secret@127.0.0.1:5432/mydb",
+                      max_connections=4)
+
+    max_connections, idle_timeout and pool_timeout size the connection pool
+    of each member of a database alias in each worker.
     """
     from .config import build
     from .config.values import Bad, networks
@@ -110,8 +124,19 @@ def alias(name, type="http", members=(), role="", source="", ssl=False):
             allow = networks(source) if isinstance(source, str) else tuple(source)
         except Bad as e:
             raise ValueError("alias @%s source: expected %s" % (name, e.args[0]))
+    pool = {}
+    for key, value, lo in (("max_connections", max_connections, 1),
+                           ("idle_timeout", idle_timeout, 0.1), ("pool_timeout", pool_timeout, 0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo \
+                or (key == "max_connections" and (not isinstance(value, int) or value > 1000)):
+            raise ValueError("alias @%s %s: expected %s, got %r" % (
+                name, key, "an integer 1-1000" if key == "max_connections"
+                else "a number of seconds >= %g" % lo, value))
+        pool[key] = value
     _aliases[name] = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
-                           allow=allow, source="skitaid.alias")
+                           allow=allow, source="skitaid.alias", **pool)
 
 
 def registered_aliases():

@@ -6,6 +6,8 @@
         users = stub.get("/v1/users", limit=10)     # a Task, at once
     prices = was.get("http://127.0.0.1:9000/prices")
     a, b = was.Tasks([users, prices], timeout=3).fetch()
+    with was.db("@mydb") as db:
+        city = db.execute("SELECT * FROM city WHERE id = %s", (7,))   # a Task too
 
 Calls are scheduled on the worker's event loop and return a Task at once;
 the app thread waits only in dispatch()/fetch()/… . Works from any app
@@ -157,6 +159,36 @@ def xmlrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
 
 def jsonrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
     return JSONRPCStub(_rpc_call, url, headers, auth, "lb", use_cache, timeout)
+
+
+# -- databases -------------------------------------------------------------------------
+class _Db:
+    """was.db("@mydb"), was.db.lb("@mydb"), was.db.map("@mydb") → a stub whose
+    execute(sql, params) returns a Task (map: Tasks, one Result per member).
+
+    `use_cache`: as for HTTP calls (True, False, a timestamp or cache-key names);
+    `rm_cache`: cache-key name(s) marked updated (setlu) when the statement is done."""
+
+    def __call__(self, alias, dbtype=None, use_cache=True, rm_cache=None, timeout=None):
+        from .corequest.db.client import Stub as DbStub
+        return DbStub(_engine.current(), alias, dbtype, "lb", use_cache, rm_cache, timeout)
+
+    def lb(self, alias, dbtype=None, use_cache=True, rm_cache=None, timeout=None):
+        return self(alias, dbtype, use_cache, rm_cache, timeout)
+
+    def map(self, alias, dbtype=None, use_cache=True, rm_cache=None, timeout=None):
+        from .corequest.db.client import Stub as DbStub
+        return DbStub(_engine.current(), alias, dbtype, "map", use_cache, rm_cache, timeout)
+
+
+db = _Db()
+
+
+def transaction(alias, auto_putback=True, rm_cache=None, timeout=None):
+    """A pooled connection for this thread (not autocommit): execute, fetchall,
+    fetchone, fetchmany, commit, rollback; `with` returns it to the pool."""
+    from .corequest.db.client import Transaction
+    return Transaction(_engine.current(), alias, auto_putback, rm_cache, timeout)
 
 
 # -- local background work ----------------------------------------------------------

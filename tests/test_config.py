@@ -159,6 +159,16 @@ def problems_of(root):
 ROUTE = "\n[routes:line]\n/ = www/static\n"
 
 
+def test_database_pool_keys(tmp_path):
+    root = make_config(tmp_path, {"web.conf": "[server]" + ROUTE + "[@db]\ntype = postgresql\n"
+                                  "members = u:p@h:5433/db 2\nmax_connections = 4\n"
+                                  "idle_timeout = 30\npool_timeout = 1.5\n"})
+    (alias,) = load_config(str(root)).servers[0].aliases
+    assert (alias.max_connections, alias.idle_timeout, alias.pool_timeout) == (4, 30.0, 1.5)
+    m = alias.members[0]
+    assert (m.host, m.port, m.database, m.user, m.password, m.weight) == ("h", 5433, "db", "u", "p", 2)
+
+
 @pytest.mark.parametrize("text, expected_line", [
     ("[server]\nprot = 80" + ROUTE,
      "servers-enabled/web.conf [server] prot: found '80', expected a known key of [server] "
@@ -201,6 +211,10 @@ ROUTE = "\n[routes:line]\n/ = www/static\n"
      "servers-enabled/web.conf [@b] members: expected one or more members"),
     ("[server]" + ROUTE + "[@b]\ntype = postgresql\nmembers = h:5432\n",
      "servers-enabled/web.conf [@b] members: found 'h:5432', expected host:port/db/user/password"),
+    ("[server]" + ROUTE + "[@db]\ntype = postgresql\nmembers = h/db\nmax_connections = 0\n",
+     "servers-enabled/web.conf [@db] max_connections: found '0', expected an integer 1-1000"),
+    ("[server]" + ROUTE + "[@db]\ntype = postgresql\nmembers = h/db\npool_timeout = soon\n",
+     "servers-enabled/web.conf [@db] pool_timeout: found 'soon', expected a number of seconds"),
     ("[server]\nssl = yes\ncertfile = nope.pem" + ROUTE,
      "servers-enabled/web.conf [server] certfile: found 'nope.pem', expected an existing file"),
     ("[server]\nport = 1\n",

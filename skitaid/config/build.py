@@ -176,7 +176,11 @@ _ALIAS_KEYS = {
     "ssl": ("ssl", v.boolean),
     "role": ("role", v.text()),
     "source": ("allow", v.networks),
+    "max_connections": ("max_connections", v.integer(1, 1000)),
+    "idle_timeout": ("idle_timeout", v.seconds(0.1)),
+    "pool_timeout": ("pool_timeout", v.seconds(0.0)),
 }
+_POOL_KEYS = ("max_connections", "idle_timeout", "pool_timeout")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "redis": 6379}
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)(?::(\d+))?")
@@ -266,9 +270,10 @@ def _alias(ctx, sec) -> Optional[Alias]:
     if not raw.strip():
         ctx.problem(sec.name, "members", raw if "members" in found else None,
                     "one or more members separated by commas")
+    pool = {k: found[k] for k in _POOL_KEYS if k in found}
     return Alias(name=name, type=kind, members=tuple(members), ssl=ssl,
                  role=found.get("role", ""), allow=found.get("allow", ()),
-                 source="%s [%s]" % (ctx.file, sec.name))
+                 source="%s [%s]" % (ctx.file, sec.name), **pool)
 
 
 # ---------------------------------------------------------------- [routes:line]

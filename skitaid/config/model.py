@@ -68,6 +68,10 @@ class Alias:
     role: str = ""              # access role for http(s) aliases
     allow: Tuple[str, ...] = () # the `source` key: client networks allowed ("10.0.0.0/8")
     source: str = ""            # where it was defined ("file [section]")
+    # database aliases: the connection pool of each member in each worker
+    max_connections: int = 10   # open connections at most (in use + idle)
+    idle_timeout: float = 60.0  # an idle connection is closed after this long
+    pool_timeout: float = 5.0   # wait this long for a free connection, then fail clearly
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,40 @@ class Engine:
         self.cache = ResultCache(result_cache_max)
         self.loop_thread = None      # set once the loop runs (see bind_loop_thread)
         self._executors = {}
+        self.databases = {}          # alias name (or (type, spec)) → db.client.Database
+        self._db_lock = threading.Lock()
 
     def add_alias(self, alias):
         self.aliases[alias.name] = alias
         if alias.type in ("http", "https"):
             self.clusters[alias.name] = Cluster.from_alias(alias)
+
+    def database(self, name, dbtype=None):
+        """The Database of '@alias' (or of a member spec with a type), made on first use."""
+        key = name[1:] if name.startswith("@") else (dbtype, name)
+        db = self.databases.get(key)
+        if db is not None:
+            return db
+        from .db.client import DB_TYPES, Database, ad_hoc_alias
+        if isinstance(key, str):
+            alias = self.aliases.get(key)
+            if alias is None:
+                raise LookupError("unknown alias @%s" % key)
+            if alias.type not in DB_TYPES:
+                raise LookupError("alias @%s is %s, not a database (%s)"
+                                  % (key, alias.type, ", ".join(DB_TYPES)))
+            if not alias.members:
+                raise LookupError("alias @%s has no members" % key)
+        else:
+            if dbtype not in DB_TYPES:
+                raise ValueError("a database type (%s) is needed with %r"
+                                 % (", ".join(DB_TYPES), name))
+            alias = ad_hoc_alias(name, dbtype)
+        with self._db_lock:
+            db = self.databases.get(key)
+            if db is None:
+                db = self.databases[key] = Database(self.loop, alias)
+        return db
 
     def bind_loop_thread(self):
         self.loop_thread = threading.get_ident()
@@ -66,6 +95,8 @@ class Engine:
     def close(self):
         """Loop thread, at worker shutdown."""
         self.pool.close()
+        for db in self.databases.values():
+            db.close()
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
 

@@ -97,7 +97,7 @@ class Result:
             raise CorequestError("corequest timed out", 504, self)
         if self.status != STA_NORMAL:
             raise CorequestError("corequest failed: %s" % (self.error or "not finished"),
-                                 502, self)
+                                 self.status_code or 502, self)
         if self.status_code is not None and self.status_code >= 300:
             raise CorequestError("backend answered %s %s" % (self.status_code, self.reason),
                                  self.status_code, self)
