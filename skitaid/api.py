@@ -157,14 +157,20 @@ def register_states(*keys):
     shared.register(*keys)
 
 
-def enable_proxy(on=True, allow=None):
-    """Serve as a forward proxy for absolute-URI requests from `allow`
-    (networks; default loopback only)."""
+def enable_proxy(on=True, allow=None, connect_ports=None):
+    """Serve as a forward proxy for absolute-URI requests and CONNECT tunnels
+    from `allow` (networks; default loopback only); CONNECT may go to
+    `connect_ports` only (default 443)."""
     from .config.values import normalise_network
     _settings["enable_proxy"] = bool(on)
     if allow is not None:
         allow = [allow] if isinstance(allow, str) else list(allow)
         _settings["proxy_allow"] = tuple(normalise_network(a) for a in allow)
+    if connect_ports is not None:
+        ports = [connect_ports] if isinstance(connect_ports, int) else list(connect_ports)
+        if not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ValueError("connect_ports: port numbers 1-65535")
+        _settings["proxy_connect_ports"] = tuple(ports)
 
 
 def set_max_age(prefix, seconds):

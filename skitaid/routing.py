@@ -4,9 +4,23 @@ Host groups are picked by the Host header (exact name, then ".suffix"
 names, then `*`/`default`); inside a group the longest mount prefix wins,
 and at the same prefix an existing static file wins over the app.
 """
+import asyncio
+
 from .apps import load_app
 from .config.model import ALIAS, APP, STATIC
+from .handlers.errors import error_response
 from .handlers.wsgi import WSGIHandler
+
+
+class _RefuseConnect:
+    """CONNECT host:port to a server that is not a forward proxy."""
+
+    @staticmethod
+    def handle(exchange, resolved=None):
+        # after this loop pass: the connection marks the exchange its last first
+        status, headers, body = error_response(405, "this server is not a proxy")
+        headers.append(("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"))
+        asyncio.get_running_loop().call_soon(exchange.respond, status, headers, body)
 
 
 class Mount:
@@ -66,10 +80,12 @@ class Router:
         """(handler, resolved) or (None, None) when nothing is mounted there."""
         if self.forward is not None and request.target[:1] != "/" and request.target != "*":
             return self.forward, None       # absolute-URI: a forward-proxy request
+        path = request.path
+        if not path:        # CONNECT's authority-form (protocols/h1.py)
+            return _RefuseConnect, None
         mounts = self.mounts_for(request.host, request)
         if not mounts:
             return None, None
-        path = request.path
         for m in mounts:
             if path == m.prefix or path.startswith(m.slashed):
                 statics = m.statics

@@ -97,6 +97,8 @@ _SERVER_KEYS = {
     "backend_timeout": ("backend_timeout", v.seconds()),
     "enable_proxy": ("enable_proxy", v.boolean),
     "proxy_allow": ("proxy_allow", v.networks),
+    "proxy_connect_ports": ("proxy_connect_ports", v.ports),
+    "tunnel_timeout": ("tunnel_timeout", v.seconds(1)),
     "debug": ("debug", v.boolean),
     "request_log": ("request_log", v.boolean),
     "request_log_file": ("request_log_file", v.text()),

@@ -109,6 +109,8 @@ class ServerConfig:
     backend_timeout: float = 60.0          # proxy: wait this long for a backend's response (504)
     enable_proxy: bool = False             # forward proxy for absolute-URI requests
     proxy_allow: Tuple[str, ...] = ("127.0.0.0/8", "::1/128")   # who may use it (never an open relay)
+    proxy_connect_ports: Tuple[int, ...] = (443,)   # ports a CONNECT tunnel may go to
+    tunnel_timeout: float = 300.0          # a tunnel (proxied WebSocket, CONNECT) idle this long closes
     debug: bool = False
     request_log: bool = True               # False → no request log at all
     request_log_file: str = ""             # "" → console (stderr), else this file (reopened on USR1)

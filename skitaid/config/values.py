@@ -146,6 +146,15 @@ def _networks(s):
     return tuple(normalise_network(w) for w in split_words(s))
 
 
+def _ports(s):
+    ports = tuple(int(w, 10) for w in split_words(s))
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise ValueError(s)
+    return ports
+
+
+ports = Kind("port numbers separated by commas (e.g. 443, 8443)", _ports)
+
 networks = Kind("IP networks separated by commas (e.g. 10.0.0.0/8, 192.168.1/24)", _networks)
 
 

@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter = None
         self._read_paused = False
+        self.upgrade_tail = None     # bytes after a 101 head (the new protocol's)
 
     # -- asyncio ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -90,9 +91,17 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass                             # 101: the proxy's tunnel takes over
+        except httptools.HttpParserUpgrade as e:
+            # 101: the proxy's tunnel takes over (detach); keep what follows the head
+            at = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            self.upgrade_tail = bytes(data[at:])
+            self.pause_reading()
         except httptools.HttpParserError as e:
+            if self.upgrade_tail is None and self.parser.get_status_code() == 101:
+                # a 101 without "Connection: upgrade": llhttp stops all the same
+                self.upgrade_tail = b""
+                self.pause_reading()
+                return
             self._fail(ProtocolError("bad response from backend: %s" % e))
 
     def eof_received(self):
@@ -183,6 +192,17 @@ class ClientConnection(asyncio.Protocol):
         if self._read_paused and not self.closed:
             self._read_paused = False
             self.transport.resume_reading()
+
+    def detach(self):
+        """Give up the transport (after a 101) for another protocol to use:
+        (transport, bytes already read after the head), or None if it closed.
+        The pool forgets the connection; reading stays paused."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return None
+        self.closed = True
+        self.sink = None
+        self.pool.forget(self)
+        return self.transport, self.upgrade_tail or b""
 
     def _fail(self, exc):
         sink = self.sink

@@ -24,6 +24,11 @@ class MemberState:
         self.backoff = 0.0
         self.failures = 0
 
+    def release_one(self):
+        """A long-lived request (a proxied WebSocket) is over."""
+        if self.inflight > 0:
+            self.inflight -= 1
+
     def __repr__(self):
         return "%s:%d" % (self.host, self.port)
 

@@ -8,6 +8,11 @@ calls (fewest in flight per weight); a connection that cannot be made moves
 on to the next member, and a request that failed after it was sent is
 retried only when it is idempotent and has no body to replay. 502 when no
 member answers, 504 when the answer takes longer than `backend_timeout`.
+
+WebSocket upgrades go the same way with Upgrade/Connection passed on; a
+backend's 101 is relayed and the two connections become a byte tunnel
+(protocols/tunnel.py); any other answer is relayed as a normal response.
+The forward proxy also opens CONNECT tunnels (ForwardProxyHandler).
 """
 import asyncio
 import time
@@ -21,6 +26,20 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy
                         "upgrade"))
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
+
+
+def _tokens(value):
+    return {t.strip().lower() for t in value.split(",")}
+
+
+def wants_websocket(exchange):
+    """An HTTP/1.1 `Upgrade: websocket` this connection can hand over."""
+    request = exchange.request
+    upgrade = request.header("upgrade")
+    return (upgrade is not None and "websocket" in _tokens(upgrade)
+            and "upgrade" in _tokens(request.header("connection") or "")
+            and request.method == "GET" and not request.content_length and not request.chunked
+            and getattr(exchange, "switch_protocol", None) is not None)
 
 
 class _Retry(Exception):
@@ -37,9 +56,21 @@ class _Stream:
         self.head = handler.loop.create_future()    # set once the head went out
         self.done = handler.loop.create_future()    # keep-alive flag, or an exception
         self.draining = False
+        self.upgrade = False     # an Upgrade request: a 101 becomes a tunnel
+        self.switch = None       # the backend's 101 headers
 
     def on_head(self, status, reason, headers, conn):
         self.conn = conn
+        if status == 101:
+            if not self.upgrade:
+                # unasked for: nothing can be relayed after it
+                conn._fail(ConnectionResetError("unexpected 101 from the backend"))
+                return
+            self.switch = headers
+            conn.pause_reading()        # the tunnel takes the connection over
+            if not self.head.done():
+                self.head.set_result(None)
+            return
         ex = self.exchange
         drop = set(HOP_BY_HOP)
         for name, value in headers:
@@ -82,6 +113,8 @@ class _Stream:
             self.conn.resume_reading()
 
     def on_end(self, keep_alive):
+        if self.switch is not None:
+            return          # the end of the 101 head: the tunnel follows
         if not self.head.done():
             self.head.set_result(None)
         if not self.done.done():
@@ -125,13 +158,17 @@ class ProxyHandler:
             path = path[:-1] or "/"
         return path + ("?" + request.query if request.query else "")
 
-    def _headers(self, request, member):
+    def _headers(self, request, member, upgrade=False):
         drop = set(HOP_BY_HOP)
         forwarded_for = None
         for name, value in request.headers:
             if name == "connection":
                 drop.update(t.strip().lower() for t in value.split(","))
         out = []
+        if upgrade:
+            # a WebSocket handshake: these two are for the backend this time
+            out.append(("Connection", "Upgrade"))
+            out.append(("Upgrade", request.header("upgrade")))
         for name, value in request.headers:
             if name in drop or name == "host" or name == "expect":
                 continue
@@ -161,9 +198,10 @@ class ProxyHandler:
             error_log.error("%s", e)
             exchange.respond(*error_response(502))
             return
-        await self.forward(exchange, cluster, self._upstream_target(exchange.request))
+        await self.forward(exchange, cluster, self._upstream_target(exchange.request),
+                           wants_websocket(exchange))
 
-    async def forward(self, exchange, cluster, target):
+    async def forward(self, exchange, cluster, target, upgrade=False):
         """Send the request to a member of `cluster` and stream the answer back."""
         request = exchange.request
         if request.gtxid is None:
@@ -181,7 +219,7 @@ class ProxyHandler:
             tried += 1
             member.inflight += 1
             try:
-                await self._one(exchange, cluster, member, target, has_body, retry_ok)
+                await self._one(exchange, cluster, member, target, has_body, retry_ok, upgrade)
                 return
             except ConnectFailed as e:
                 cluster.failed(member)
@@ -204,18 +242,19 @@ class ProxyHandler:
         elif not exchange.done:
             exchange.abort()
 
-    async def _one(self, exchange, cluster, member, target, has_body, retry_ok):
+    async def _one(self, exchange, cluster, member, target, has_body, retry_ok, upgrade=False):
         request = exchange.request
         pool = self.worker.corequests.pool
         conn, reused = await pool.acquire(member.key)
         stream = _Stream(self, exchange)
+        stream.upgrade = upgrade
         host = member.host if ":" not in member.host else "[%s]" % member.host
         default_port = 443 if member.key[0] == "https" else 80
         host_header = host if member.port == default_port else "%s:%d" % (host, member.port)
         sent_body = False
         try:
-            conn.start(stream, request.method, target, self._headers(request, member), host_header,
-                       None)
+            conn.start(stream, request.method, target, self._headers(request, member, upgrade),
+                       host_header, None)
             cluster.succeeded(member)
             if has_body:
                 sent_body = True
@@ -234,6 +273,9 @@ class ProxyHandler:
         except BaseException:
             conn.close()
             raise
+        if stream.switch is not None:
+            self._tunnel(exchange, conn, stream.switch, member)
+            return
         # the head is out: the rest streams until the end (or a failure → abort)
         try:
             keep = await stream.done
@@ -245,6 +287,39 @@ class ProxyHandler:
             return
         exchange.finish()
         pool.release(conn, keep)
+
+    def _tunnel(self, exchange, conn, headers, member):
+        """The backend switched protocols: relay its 101, then join the two
+        connections. Its Date/Server give way to ours; the rest (Upgrade,
+        Connection, Sec-WebSocket-*) is for the client."""
+        from ..protocols.tunnel import Tunnel
+        detached = conn.detach()
+        if detached is None or exchange.closed:
+            conn.close()
+            if detached is not None:
+                detached[0].abort()
+            if not exchange.closed:
+                exchange.abort()
+            return
+        transport, tail = detached
+        tunnel = Tunnel(self.worker, self.worker.config.tunnel_timeout)
+        tunnel.attach_backend(transport, tail)
+        # in flight while it lasts: the member choice sees long-lived WebSockets
+        member.inflight += 1
+        tunnel.on_close = member.release_one
+        keep = [(n, v) for n, v in headers
+                if n.lower() not in ("date", "server", "content-length", "transfer-encoding",
+                                     "keep-alive")]
+        try:
+            switched = exchange.switch_protocol(keep, tunnel.client)
+        except ValueError:          # a header that cannot be sent (CR/LF)
+            switched = False
+        if not switched:
+            tunnel.close_now()
+            if not exchange.closed and not exchange.head_sent:
+                exchange.respond(*error_response(502))
+            elif not exchange.done:
+                exchange.abort()
 
     async def _send_body(self, request, conn, chunked):
         body = request.body
@@ -269,9 +344,26 @@ class ProxyHandler:
             conn.write(CHUNK_END)
 
 
+def parse_authority(target):
+    """CONNECT's "host:port" / "[v6]:port" → (host, port), or None."""
+    host, colon, port = target.rpartition(":")
+    if not colon or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None
+    elif ":" in host:
+        return None
+    if not host or any(c in host for c in "/@?#[] \t\\"):
+        return None
+    return host, int(port)
+
+
 class ForwardProxyHandler(ProxyHandler):
     """`enable_proxy`: absolute-URI requests (`GET http://host/path`) from the
-    allowed client networks are fetched from that origin; others get 403."""
+    allowed client networks are fetched from that origin, and `CONNECT
+    host:port` opens a tunnel to one of `proxy_connect_ports`; others get 403."""
 
     def __init__(self, worker):
         import ipaddress
@@ -279,6 +371,7 @@ class ForwardProxyHandler(ProxyHandler):
         self.loop = worker.loop
         self.timeout = worker.config.backend_timeout
         self.allowed = tuple(ipaddress.ip_network(n) for n in worker.config.proxy_allow)
+        self.connect_ports = frozenset(worker.config.proxy_connect_ports)
 
     def allows(self, client):
         import ipaddress
@@ -294,6 +387,10 @@ class ForwardProxyHandler(ProxyHandler):
         from urllib.parse import urlsplit
         from ..corequest.cluster import Cluster
         request = exchange.request
+        if request.method == "CONNECT":
+            # a task: by then the connection knows the exchange is its last
+            self.loop.create_task(self._connect(exchange))
+            return
         if not self.allows(request.client):
             exchange.respond(*error_response(403))
             return
@@ -307,4 +404,42 @@ class ForwardProxyHandler(ProxyHandler):
             return
         target = (url.path or "/") + ("?" + url.query if url.query else "")
         origin = Cluster("proxy", url.scheme, [(url.hostname, port, 1)])
-        self.loop.create_task(self.forward(exchange, origin, target))
+        self.loop.create_task(self.forward(exchange, origin, target, wants_websocket(exchange)))
+
+    async def _connect(self, exchange):
+        """CONNECT host:port: open a TCP connection there, answer 200 and
+        join the two (protocols/tunnel.py). 502 if it cannot be made, 504
+        if it is not made within `backend_timeout`."""
+        from ..protocols.tunnel import Tunnel
+        request = exchange.request
+        if not self.allows(request.client):
+            exchange.respond(*error_response(403))
+            return
+        target = parse_authority(request.target)
+        if target is None:
+            exchange.respond(*error_response(400, "CONNECT needs host:port"))
+            return
+        host, port = target
+        if port not in self.connect_ports:
+            exchange.respond(*error_response(403, "CONNECT to port %d is not allowed" % port))
+            return
+        if getattr(exchange, "switch_protocol", None) is None:
+            exchange.respond(*error_response(405, "CONNECT tunnels need HTTP/1.1"))
+            return
+        tunnel = Tunnel(self.worker, self.worker.config.tunnel_timeout)
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: tunnel.backend, host, port), self.timeout)
+        except asyncio.TimeoutError:
+            error_log.warning("CONNECT %s: timed out", request.target)
+            exchange.respond(*error_response(504))
+            return
+        except OSError as e:
+            error_log.warning("CONNECT %s: %s", request.target, e.strerror or e)
+            exchange.respond(*error_response(502))
+            return
+        if exchange.closed or not exchange.switch_protocol(
+                [], tunnel.client, "200 Connection Established"):
+            tunnel.close_now()
+            if not exchange.closed and not exchange.head_sent:
+                exchange.respond(*error_response(502))

@@ -212,10 +212,10 @@ class H1Exchange(Exchange):
         self.conn.exchange_done(self)
         self.conn.close_now()
 
-    def switch_protocol(self, headers, protocol):
+    def switch_protocol(self, headers, protocol, status=101):
         """Answer 101 with `headers` and give the connection to `protocol`
         (see H1Connection.switch_protocol). Loop thread; False if it cannot."""
-        return self.conn.switch_protocol(self, headers, protocol)
+        return self.conn.switch_protocol(self, headers, protocol, status)
 
     # -- flow control --------------------------------------------------------
     def writing_paused(self):
@@ -519,6 +519,11 @@ class H1Connection(asyncio.Protocol):
             path = path.partition("#")[0]
         elif raw == "*":
             path, query = "*", ""
+        elif parser.get_method() == b"CONNECT":
+            # authority-form "host:port" (RFC 9112 3.2.3): for the forward
+            # proxy's tunnels (handlers/tunnel.py); the router checks the rest
+            path, query = "", ""
+            authority = raw.rpartition(":")[0].strip("[]").encode("latin-1")
         else:
             # absolute-form (proxies): keep the path part only
             try:
@@ -712,19 +717,20 @@ class H1Connection(asyncio.Protocol):
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def switch_protocol(self, ex, headers, protocol):
+    def switch_protocol(self, ex, headers, protocol, status=101):
         """Send `101 Switching Protocols` + `headers` for `ex` and hand the
         transport to `protocol`, an asyncio.Protocol with
-        `takeover(transport, leftover_bytes)` (it resumes reading)."""
+        `takeover(transport, leftover_bytes)` (it resumes reading).
+        A CONNECT tunnel passes its 2xx `status` instead of 101."""
         tail = self._upgrade_tail
         if tail is None or ex is not self.current or ex.closed or ex.head_sent \
                 or self.transport.is_closing():
             return False
         self._upgrade_tail = None
         lines = "".join("%s: %s\r\n" % h for h in headers).encode("latin-1")
-        self.send(status_line(101) + dates.header() + SERVER_HEADER + lines + b"\r\n")
+        self.send(status_line(status) + dates.header() + SERVER_HEADER + lines + b"\r\n")
         self.flush()
-        ex.status = 101
+        ex.status = status_code(status)
         ex.head_sent = ex.done = True
         self.current = None
         self.state = LINGER        # (this object is done; the sweeper no longer sees it)
