@@ -24,6 +24,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 16          # queued requests before we stop reading
 LINGER_SECONDS = 2.0       # after an early response, read and drop the rest for this long
 LINGER_BYTES = 1024 * 1024
+FRESH_GRACE = 1.0          # graceful stop: a new connection's first request may still come
 
 # connection states the sweeper looks at. DRAIN: a later request was bad;
 # earlier ones are still being answered, then the error goes out (input is
@@ -336,6 +337,7 @@ class H1Connection(asyncio.Protocol):
         self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
         self._upgrade_tail = None  # bytes after a head that asked to switch protocols
+        self._fresh = True         # no request begun yet on this connection
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
@@ -484,6 +486,7 @@ class H1Connection(asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------
     def on_message_begin(self):
+        self._fresh = False
         self._in_head = True
         self._head_bytes = -1
         self._head_started = self.last_active
@@ -811,10 +814,19 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
 
+    def _grace(self, now):
+        """A connection accepted moments ago whose first request may be on its way:
+        closing it now would fail a client that did nothing wrong (no retry rule
+        covers a fresh connection). It gets FRESH_GRACE to send that request,
+        which is then answered with Connection: close."""
+        return self._fresh and self.state == IDLE and now - self.last_active < FRESH_GRACE
+
     def close_idle(self):
         """Graceful stop: close if nothing is in flight."""
         self.closing = True
         if self.current is None and not self._queue and self.state in (IDLE, LINGER):
+            if self._grace(time.monotonic()):
+                return False
             self.flush()
             self.close_soon()
             return True
@@ -825,7 +837,8 @@ class H1Connection(asyncio.Protocol):
         state = self.state
         limits = self.limits
         if state == IDLE:
-            if now - self.last_active > limits.keep_alive or self.closing:
+            if now - self.last_active > limits.keep_alive or (
+                    self.closing and not self._grace(now)):
                 self.close_soon()
         elif state == HEAD:
             # The whole head must arrive in time, however it trickles in
