@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from conftest import ServerProc, wait_for
@@ -83,8 +84,9 @@ def answer(start, obj):
 def app(env, start):
     path, q = env["PATH_INFO"], env["QUERY_STRING"]
     if path == "/many":
-        n = int(q or "20")
-        tasks = was.Tasks([was.get(B + "/echo?s=0.3&i=%d" % i) for i in range(n)], timeout=20)
+        n, _, sleep = (q or "20").partition(",")
+        tasks = was.Tasks([was.get(B + "/echo?s=%s&i=%d" % (sleep or "0.3", i))
+                           for i in range(int(n))], timeout=20)
         return answer(start, [plain(r) for r in tasks.dispatch()])
     if path == "/shapes":
         rs = [was.get(B + "/echo?bare").dispatch(10),
@@ -193,6 +195,35 @@ def test_concurrent_calls_share_one_connection(front):
     # the next request reuses it
     again = get(front, "/many?3")
     assert again[0]["data"]["port"] == results[0]["data"]["port"]
+
+
+def test_more_calls_than_the_servers_stream_limit(front):
+    # the backend allows 100 concurrent streams: the rest wait for one to end
+    results = get(front, "/many?150,0.05")
+    assert [r["status"] for r in results] == [3] * 150
+    assert len({r["data"]["port"] for r in results}) == 1
+
+
+def test_connection_lost_fails_streams_in_flight(root):
+    backend = start_backend(root)
+    try:
+        with start_front(root, backend.port) as front:
+            out = {}
+            t = threading.Thread(target=lambda: out.update(r=get(front, "/many?5,5")))
+            t0 = time.monotonic()
+            t.start()
+            worker = psutil.Process(backend.proc.pid).children()[0]
+
+            def streams_open():
+                return any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == backend.port
+                           for c in worker.net_connections("tcp"))
+            assert wait_for(streams_open, 10)
+            worker.kill()
+            t.join(30)
+            assert time.monotonic() - t0 < 4.5      # not the 5 s the backend would take
+            assert [r["status"] for r in out["r"]] == [2] * 5      # STA_NETERR
+    finally:
+        backend.stop()
 
 
 def test_results_identical_to_http11(front, front_h1):
