@@ -299,3 +299,108 @@ def test_backend_reload_goaway_loses_nothing(root):
             assert not failures, failures[:3]
     finally:
         backend.stop()
+
+
+class GoawayBackend:
+    """An HTTP/2 server (the `h2` package on a TLS socket) whose first
+    connection takes three requests, answers the first, then sends GOAWAY
+    with last-stream-id 1: the other two must be sent again elsewhere."""
+
+    def __init__(self, root):
+        import socket
+        import ssl
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(str(root / "cert.pem"), str(root / "key.pem"))
+        self.ctx.set_alpn_protocols(["h2"])
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.served = []            # (connection number, stream id, path)
+        self.conns = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self._serve, args=(raw, self.conns), daemon=True).start()
+
+    def _serve(self, raw, n):
+        import h2.config
+        import h2.connection
+        import h2.events
+        try:
+            sock = self.ctx.wrap_socket(raw, server_side=True)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.initiate_connection()
+            sock.sendall(conn.data_to_send())
+            pending = []
+
+            def answer(sid, path):
+                body = json.dumps({"path": path, "conn": n}).encode()
+                conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json"),
+                                        ("content-length", str(len(body)))])
+                conn.send_data(sid, body, end_stream=True)
+                self.served.append((n, sid, path))
+
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict((k.decode(), v.decode()) for k, v in ev.headers)[":path"]
+                        if n > 1:
+                            answer(ev.stream_id, path)
+                        else:
+                            pending.append((ev.stream_id, path))
+                if n == 1 and len(pending) == 3:
+                    answer(*pending[0])
+                    conn.close_connection(last_stream_id=pending[0][0])
+                    sock.sendall(conn.data_to_send())
+                    return                    # and close: the rest was never processed
+                sock.sendall(conn.data_to_send())
+        except Exception:               # noqa: BLE001 - the client hung up
+            pass
+        finally:
+            raw.close()
+
+    def close(self):
+        self.sock.close()
+
+
+GOAWAY_FRONT = r'''
+import json, os
+import skitaid
+from skitaid import was
+
+B = os.environ["BACKEND"]
+
+def app(env, start):
+    rs = was.Tasks([was.post(B + "/p%d" % i, {"i": i}) for i in range(3)], timeout=10).dispatch()
+    body = json.dumps([[r.status, r.status_code, r.data] for r in rs]).encode()
+    start("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+skitaid.mount("/", app)
+skitaid.run(address="127.0.0.1", port=int(os.environ["PORT"]), threads=4, workers=1)
+'''
+
+
+def test_goaway_streams_not_taken_are_retried(root):
+    (root / "goaway_front.py").write_text(GOAWAY_FRONT)
+    backend = GoawayBackend(root)
+    try:
+        with ServerProc([sys.executable, str(root / "goaway_front.py")], str(root),
+                        env={"BACKEND": "https://127.0.0.1:%d" % backend.port,
+                             "SSL_CERT_FILE": str(root / "cert.pem")}) as front:
+            results = get(front, "/", timeout=20)
+    finally:
+        backend.close()
+    assert [r[:2] for r in results] == [[3, 200]] * 3
+    assert sorted(r[2]["path"] for r in results) == ["/p0", "/p1", "/p2"]
+    assert backend.conns == 2
+    # one answered before the GOAWAY, the two it did not take on the new connection
+    assert sorted(n for n, _, _ in backend.served) == [1, 2, 2]
