@@ -12,6 +12,8 @@ import time
 
 import httptools
 
+from .h2client import H2ClientConnection, H2Origins, StreamRefused
+
 
 MAX_RESPONSE_SIZE = 64 * 1024 * 1024     # a buffered (was) response larger than this fails
 MAX_HEAD_SIZE = 64 * 1024
@@ -48,10 +50,18 @@ class ClientConnection(asyncio.Protocol):
         self._drain_waiter = None
         self._read_paused = False
         self.upgrade_tail = None     # bytes after a 101 head (the new protocol's)
+        self.h2 = None               # the HTTP/2 connection that took over (ALPN h2)
 
     # -- asyncio ----------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() == "h2":
+            # the server chose HTTP/2: hand the transport over before any byte arrives
+            self.closed = True
+            self.h2 = H2ClientConnection(self.pool, self.key)
+            transport.set_protocol(self.h2)
+            self.h2.connection_made(transport)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -260,21 +270,38 @@ class ClientPool:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self._ssl = ssl_context
+        self._ssl_alpn = None
+        self.h2 = H2Origins(self)
         self._idle = {}          # key → deque of idle connections (most recent last)
         self._open = collections.Counter()
         self._waiters = {}       # key → deque of futures
         self._closed = False
         self._sweeper = loop.call_later(1.0, self._sweep)
 
-    def ssl_context(self):
+    def ssl_context(self, alpn=False):
+        """Verifies the certificate and the name (trust: the system's CA store,
+        or the file named by SSL_CERT_FILE). `alpn`: offer h2, then http/1.1."""
+        if alpn:
+            if self._ssl_alpn is None:
+                ctx = self._ssl_alpn = ssl.create_default_context()
+                ctx.set_alpn_protocols(["h2", "http/1.1"])
+            return self._ssl_alpn
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()   # verifies the certificate and the name
+            self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def acquire(self, key, connect_timeout=None):
-        """(connection, reused) for key = (scheme, host, port)."""
+    async def acquire(self, key, connect_timeout=None, h2=False):
+        """(connection, reused) for key = (scheme, host, port). With `h2`, an
+        https origin that picks HTTP/2 gives its H2ClientConnection instead."""
         if self._closed:
             raise ConnectionError("the client pool is closed")
+        h2 = h2 and key[0] == "https"
+        if h2:
+            conn, h1 = await self.h2.get(key, connect_timeout or self.connect_timeout)
+            if conn is not None:
+                return conn, True
+            if h1 is not None:
+                return h1, False
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -291,18 +318,29 @@ class ClientPool:
                 raise
             if conn is not None and not conn.closed:
                 return conn, True
+        conn = await self.connect_counted(key, connect_timeout or self.connect_timeout, h2)
+        if conn.h2 is not None:
+            self.h2.adopt(conn.h2)
+            return conn.h2, False
+        return conn, False
+
+    async def connect_counted(self, key, timeout, alpn=False):
+        """A new connection, counted in the origin's open ones unless it is HTTP/2."""
         self._open[key] += 1
         try:
-            conn = await self._connect(key, connect_timeout or self.connect_timeout)
+            conn = await self._connect(key, timeout, alpn)
         except BaseException:
             self._open[key] -= 1
             self._wake(key, None)
             raise
-        return conn, False
+        if conn.h2 is not None:
+            self._open[key] -= 1
+            self._wake(key, None)
+        return conn
 
-    async def _connect(self, key, timeout):
+    async def _connect(self, key, timeout, alpn=False):
         scheme, host, port = key
-        tls = self.ssl_context() if scheme == "https" else None
+        tls = self.ssl_context(alpn) if scheme == "https" else None
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: ClientConnection(self, key), host, port,
@@ -353,6 +391,7 @@ class ClientPool:
         for idle in list(self._idle.values()):
             while idle and idle[0].idle_since < limit:
                 idle.popleft().close()
+        self.h2.sweep(limit)
         if not self._closed:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
@@ -363,6 +402,7 @@ class ClientPool:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        self.h2.close()
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -374,14 +414,25 @@ async def http_request(pool, key, method, target, headers, body=b"", host_header
     """One buffered request: (status, reason, headers, body bytes).
 
     A reused keep-alive connection that breaks before any response byte is
-    retried once on a new one: the backend closed it while it sat idle."""
+    retried once on a new one: the backend closed it while it sat idle. Over
+    HTTP/2 (https origins that choose it), a stream the server did not take
+    (GOAWAY, REFUSED_STREAM) is sent again, up to twice."""
     scheme, host, port = key
     if host_header is None:
         default = 443 if scheme == "https" else 80
         h = "[%s]" % host if ":" in host else host
         host_header = h if port == default else "%s:%d" % (h, port)
-    for attempt in (0, 1):
-        conn, reused = await pool.acquire(key)
+    for attempt in (0, 1, 2):
+        conn, reused = await pool.acquire(key, h2=True)
+        if isinstance(conn, H2ClientConnection):
+            try:
+                return await asyncio.wait_for(
+                    conn.request(method, target, headers, host_header, body, max_size),
+                    read_timeout)
+            except StreamRefused:
+                if attempt < 2:
+                    continue
+                raise
         sink = Collect(pool.loop, max_size)
         try:
             conn.start(sink, method, target, headers, host_header, body)
