@@ -9,13 +9,25 @@ thread; code running in the thread pool hops over with
 from __future__ import annotations
 
 
+def header_tokens(value):
+    """A comma-separated header value (Connection, Upgrade) as a set of lower-case tokens."""
+    return {t.strip().lower() for t in value.split(",")}
+
+
+def host_without_port(host):
+    """"example.com:8080" → "example.com"; "[::1]:80" → "[::1]"; lower-case."""
+    if ":" in host and not host.endswith("]"):
+        host = host.rpartition(":")[0]
+    return host.lower()
+
+
 class Request:
     """A parsed request head. Header names are lower-case latin-1 str."""
 
     __slots__ = (
         "method", "target", "path", "query", "version", "headers",
         "host", "scheme", "client", "server", "body", "expect_continue",
-        "content_length", "chunked", "started", "gtxid", "ltxid",
+        "content_length", "chunked", "started", "gtxid", "ltxid", "calls",
     )
 
     def __init__(self, method, target, path, query, version, headers, scheme,
@@ -37,6 +49,7 @@ class Request:
         self.started = 0.0            # time.monotonic() when the head was complete
         self.gtxid = None
         self.ltxid = None
+        self.calls = 0                # corequests made for this request (transaction-ID depth)
 
     def header(self, name, default=None):
         """First value of a header (name lower-case)."""
@@ -54,6 +67,9 @@ class Exchange:
     away; writes after that are dropped. Producers that generate lots of data
     wait on `drain()` between chunks so memory stays bounded.
     """
+
+    # no per-instance dict: the protocols' exchanges declare their own __slots__
+    __slots__ = ()
 
     request: Request
     closed: bool = False
