@@ -103,6 +103,8 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
     if type not in ALIAS_TYPES:
         raise ValueError("alias type must be one of %s: %r" % (", ".join(ALIAS_TYPES), type))
     ssl = bool(ssl) or type == "https"
+    # the config files' member rules (weights, forms, paths relative to the script)
+    ctx = build.FileContext("skitaid.alias", _script_dir())
     specs = [members] if isinstance(members, str) else list(members)
     parsed = []
     for spec in specs:
@@ -111,11 +113,7 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
             if not one:
                 continue
             try:
-                if type == "sqlite3":
-                    parsed.append(build.Member(spec=one, database=one if one == ":memory:"
-                                               else os.path.join(_script_dir(), one)))
-                else:
-                    parsed.append(build._member(None, type, ssl, one))
+                parsed.append(build._member(ctx, type, ssl, one))
             except Bad as e:
                 raise ValueError("alias @%s member %r: expected %s" % (name, one, e.args[0]))
     if not parsed:
@@ -127,16 +125,17 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
         except Bad as e:
             raise ValueError("alias @%s source: expected %s" % (name, e.args[0]))
     pool = {}
-    for key, value, lo in (("max_connections", max_connections, 1),
-                           ("idle_timeout", idle_timeout, 0.1), ("pool_timeout", pool_timeout, 0)):
+    for key, value in (("max_connections", max_connections), ("idle_timeout", idle_timeout),
+                       ("pool_timeout", pool_timeout)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo \
-                or (key == "max_connections" and (not isinstance(value, int) or value > 1000)):
-            raise ValueError("alias @%s %s: expected %s, got %r" % (
-                name, key, "an integer 1-1000" if key == "max_connections"
-                else "a number of seconds >= %g" % lo, value))
-        pool[key] = value
+        kind = build._ALIAS_KEYS[key][1]       # the same rule as the [@alias] key
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, kind.expected, value))
+        try:
+            pool[key] = kind(str(value))
+        except Bad as e:
+            raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, e.args[0], value))
     _aliases[name] = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
                            allow=allow, source="skitaid.alias", **pool)
 
@@ -151,10 +150,8 @@ def register_cache_keys(*keys):
     shared.register(*keys)
 
 
-def register_states(*keys):
-    """Names for was.setgs()/getgs(), shared by every worker (before run())."""
-    from . import shared
-    shared.register(*keys)
+# states (setgs/getgs) and cache keys (setlu/getlu) share one table of names
+register_states = register_cache_keys
 
 
 def enable_proxy(on=True, allow=None, connect_ports=None):
@@ -167,10 +164,14 @@ def enable_proxy(on=True, allow=None, connect_ports=None):
         allow = [allow] if isinstance(allow, str) else list(allow)
         _settings["proxy_allow"] = tuple(normalise_network(a) for a in allow)
     if connect_ports is not None:
-        ports = [connect_ports] if isinstance(connect_ports, int) else list(connect_ports)
-        if not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+        from .config.values import Bad, ports
+        listed = [connect_ports] if isinstance(connect_ports, int) else list(connect_ports)
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in listed):
             raise ValueError("connect_ports: port numbers 1-65535")
-        _settings["proxy_connect_ports"] = tuple(ports)
+        try:        # the proxy_connect_ports key's rule
+            _settings["proxy_connect_ports"] = ports(", ".join(str(p) for p in listed))
+        except Bad as e:
+            raise ValueError("connect_ports: %s" % e.args[0])
 
 
 def set_max_age(prefix, seconds):
@@ -308,19 +309,7 @@ def run(**options):
     command = "run"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         command = sys.argv.pop(1)
-    config = build_config(**options)
-    if command == "run":
-        code = commands.run(config)
-    elif command == "start":
-        code = commands.start(config)
-    elif command == "stop":
-        code = commands.stop(config)
-    elif command == "restart":
-        code = commands.restart(config)
-    elif command == "reload":
-        code = commands.reload(config)
-    else:
-        code = commands.status(config, "--json" in sys.argv)
+    code = commands.dispatch(command, build_config(**options), as_json="--json" in sys.argv)
     if code:
         sys.exit(code)
     return code

@@ -48,44 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args):
-    """Load the config, or print every problem to stderr and return None."""
-    from .config import ConfigError, find_config_dir, load_config
-    config_dir = find_config_dir(getattr(args, "config_dir", None))
+def _config_dir(args):
+    from .config import find_config_dir
+    return find_config_dir(getattr(args, "config_dir", None))
+
+
+def _load(args, control=False):
+    """Load the config, or print every problem to stderr and return None.
+    `control`: stop/status need only skitaid.conf (see load_control_config)."""
+    from .config import ConfigError, load_config, load_control_config
     try:
-        return load_config(config_dir)
+        return (load_control_config if control else load_config)(_config_dir(args))
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return None
-
-
-def _load_control(args):
-    """For status/stop: the running master is found from skitaid.conf alone, so a
-    server file broken since the start does not lock the operator out."""
-    from .config import ConfigError, find_config_dir, load_config
-    from .config import ini
-    from .config.model import Config
-    config_dir = find_config_dir(getattr(args, "config_dir", None))
-    try:
-        return load_config(config_dir)
-    except ConfigError:
-        pass
-    import os
-    globals_, problems = ini.parse_global(os.path.join(config_dir, "skitaid.conf"),
-                                          config_dir, "skitaid.conf")
-    if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        return None
-    return Config(globals=globals_, servers=())
-
-
-def _loader(args):
-    """What the master calls to re-read the same config dir on reload."""
-    from .config import find_config_dir, load_config
-    config_dir = find_config_dir(getattr(args, "config_dir", None))
-    return lambda: load_config(config_dir)
 
 
 def describe_server(server) -> str:
@@ -105,8 +82,9 @@ def cmd_check(args) -> int:
     config = _load(args)
     if config is None:
         return 1
-    from .config.check import deep_check, held_by, running_master
-    pid = running_master(config.globals.pidfile)
+    from .config.check import deep_check, held_by
+    from .daemon.pidfile import read_pid
+    pid = read_pid(config.globals.pidfile) if config.globals.pidfile else None
     problems = deep_check(config, held=held_by(pid) if pid else ())
     if problems:
         for problem in problems:
@@ -150,26 +128,16 @@ def cmd_remove(args) -> int:
 
 def cmd_daemon(args) -> int:
     """run, start, stop, restart, reload, status: talk to (or become) the master."""
-    control_only = args.command in ("stop", "status") or (
-        args.command == "restart" and args.server)
-    config = _load_control(args) if control_only else _load(args)
+    server = getattr(args, "server", None)
+    control = args.command in ("stop", "status") or (args.command == "restart" and server)
+    config = _load(args, control=control)
     if config is None:
         return 1
+    from .config import load_config
     from .daemon import commands   # lazily: `check` needs no daemon code
-    cmd = args.command
-    if cmd == "run":
-        return commands.run(config, _loader(args))
-    if cmd == "start":
-        return commands.start(config, _loader(args))
-    if cmd == "stop":
-        return commands.stop(config)
-    if cmd == "restart":
-        if args.server:
-            return commands.restart_server(config, args.server)
-        return commands.restart(config, _loader(args))
-    if cmd == "reload":
-        return commands.reload(config)
-    return commands.status(config, args.json)
+    config_dir = _config_dir(args)
+    return commands.dispatch(args.command, config, loader=lambda: load_config(config_dir),
+                             server=server, as_json=getattr(args, "json", False))
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import ROOT, free_port, wait_for_port
 from skitaid.config import DEFAULT_DIR, load_config
-from skitaid.config.check import deep_check, held_by, running_master
+from skitaid.config.check import deep_check, held_by
+from skitaid.daemon.pidfile import read_pid
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 APP = "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
@@ -268,13 +269,13 @@ def test_addresses_of_a_running_server_count_as_held(etc):
         # `skitaid check` finds the running server through its pidfile
         write(etc, "skitaid.conf", "[global]\npidfile = %s\n" % (etc / "run" / "skitaid.pid"))
         (etc / "run" / "skitaid.pid").write_text("%d\n" % proc.pid)
-        assert running_master(str(etc / "run" / "skitaid.pid")) == proc.pid
+        assert read_pid(str(etc / "run" / "skitaid.pid")) == proc.pid
         result = run_check(etc)
         assert result.returncode == 0, result.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
-    assert running_master(str(etc / "run" / "skitaid.pid")) is None
+    assert read_pid(str(etc / "run" / "skitaid.pid")) is None
 
 
 def test_global_paths_must_be_creatable(etc):

@@ -273,6 +273,34 @@ def test_two_servers_on_one_port(tmp_path, a_ip, b_ip, clash):
                              "expected a port not used by servers-enabled/a.conf")
 
 
+def test_forward_ports_clash_with_other_servers(tmp_path):
+    # every listener counts: a server's own port against another's forward port, and
+    # two forward ports, are one socket each would bind
+    root = make_config(tmp_path, {
+        "a.conf": "[server]\nport = 7001\nforward = 7080 -> 443" + ROUTE,
+        "b.conf": "[server]\nport = 7002\nforward = 7080 -> 443" + ROUTE,
+        "c.conf": "[server]\nport = 7080" + ROUTE,
+    })
+    lines = [str(p) for p in problems_of(root).problems]
+    assert lines[0].startswith("servers-enabled/b.conf [server] forward: found '7080', "
+                               "expected a forward port not used by servers-enabled/a.conf")
+    assert lines[1].startswith("servers-enabled/c.conf [server] port: found '7080', "
+                               "expected a port not used by servers-enabled/a.conf (127.0.0.1:7080)")
+    assert len(lines) == 2
+
+
+def test_python_api_alias_uses_the_config_member_rules(tmp_path, monkeypatch):
+    import skitaid.api as api
+    monkeypatch.setattr(api, "_aliases", {})
+    monkeypatch.setattr(api, "_script_dir", lambda: str(tmp_path))
+    api.alias("@db", "sqlite3", "data.db 2, :memory:")
+    first, memory = api._aliases["db"].members
+    assert (first.database, first.weight) == (str(tmp_path / "data.db"), 2)
+    assert memory.database == ":memory:"
+    with pytest.raises(ValueError, match="max_connections: expected an integer 1-1000, got 0"):
+        api.alias("@pg", "postgresql", "u:p@127.0.0.1:5432/db", max_connections=0)
+
+
 def test_no_servers(tmp_path):
     root = make_config(tmp_path, {})
     (p,) = problems_of(root).problems

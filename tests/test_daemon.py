@@ -70,7 +70,7 @@ class Site:
         write(os.path.join(self.root, name), APP.format(version=version))
 
     def ini(self, name, port, app="app.py", **keys):
-        lines = ["[server]", "ip = 127.0.0.1", "port = %d" % port]
+        lines = ["[server]", "ip = %s" % keys.pop("ip", "127.0.0.1"), "port = %d" % port]
         lines += ["%s = %s" % kv for kv in keys.items()]
         lines += ["[routes:line]", "/ = %s:app" % os.path.join(self.root, app)]
         write(os.path.join(self.root, "servers-enabled", name + ".conf"), "\n".join(lines) + "\n")
@@ -468,6 +468,64 @@ def test_reload_adds_and_removes_servers(site, master):
     assert m.proc.poll() is None
 
 
+def test_removed_server_drains_then_gives_its_port_back(site, master):
+    """A server removed while a request is in flight finishes it; once its
+    workers are gone the master closes the listener (no connection is queued
+    for nobody), and a server re-added under that name while it drains starts."""
+    site.app()
+    p1, p2 = free_port(), free_port()
+    site.ini("one", p1, graceful_timeout=10)
+    site.ini("two", p2)
+    m = master(p1)
+    results = []
+    t = threading.Thread(target=lambda: results.append(get(p1, "/sleep?1.5")))
+    t.start()
+    assert wait_for(lambda: os.path.exists(os.path.join(site.root, "sleeping")))
+    os.unlink(os.path.join(site.root, "servers-enabled", "one.conf"))
+    assert site.cli("reload").returncode == 0
+    t.join(10)
+    assert results and results[0][0] == 200
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", p1), timeout=1).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+    assert wait_for(refused, 10)
+    assert [s["name"] for s in site.status()["servers"]] == ["two"]
+    # back again (its old pool is gone; a new one starts on the same port)
+    site.ini("one", p1)
+    assert site.cli("reload").returncode == 0
+    assert answer(p1)[0] == "v1"
+    assert m.proc.poll() is None
+
+
+def test_reload_re_adds_a_server_that_is_still_draining(site, master):
+    site.app()
+    p1, p2 = free_port(), free_port()
+    site.ini("one", p1, graceful_timeout=10)
+    site.ini("two", p2)
+    master(p2)
+    results = []
+    t = threading.Thread(target=lambda: results.append(get(p1, "/sleep?2")))
+    t.start()
+    assert wait_for(lambda: os.path.exists(os.path.join(site.root, "sleeping")))
+    conf = os.path.join(site.root, "servers-enabled", "one.conf")
+    saved = open(conf).read()
+    os.unlink(conf)
+    assert site.cli("reload").returncode == 0
+    with open(conf, "w") as f:             # back before the old workers are done
+        f.write(saved)
+    assert site.cli("reload").returncode == 0
+    assert answer(p1)[0] == "v1"           # the new pool serves; the old one drains
+    t.join(10)
+    assert results and results[0][0] == 200
+    # the drained pool leaves the status list; the new "one" stays
+    assert wait_for(lambda: sorted((s["name"], s["state"]) for s in site.status()["servers"])
+                    == [("one", "running"), ("two", "running")], 10)
+
+
 def test_restart_one_server_leaves_the_other(site, master):
     site.app()
     p1, p2 = free_port(), free_port()
@@ -678,14 +736,15 @@ def test_script_start_status_stop(tmp_path):
     assert run("status").returncode == 3
 
 
-def test_socket_activation_serves_on_the_inherited_listener(site):
+@pytest.mark.parametrize("address", ["127.0.0.1", "localhost"])
+def test_socket_activation_serves_on_the_inherited_listener(site, address):
     site.app()
     # the "systemd" side: a listening socket handed over as fd 3
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    site.ini("web", port)
+    site.ini("web", port, ip=address)       # a host name matches the socket it resolves to
     fd = listener.fileno()
     # what systemd does before exec: the socket at fd 3, LISTEN_PID = the pid to be
     shim = ("import os, sys; os.dup2(%d, 3); os.environ.update(LISTEN_PID=str(os.getpid()), "

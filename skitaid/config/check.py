@@ -125,44 +125,38 @@ def _global_paths(g: GlobalConfig) -> List[Problem]:
 # ---------------------------------------------------------------- listeners
 
 def _listener(g: GlobalConfig, server: ServerConfig, held) -> List[Problem]:
-    if listeners.listen_key(server.address, server.port) in held:
-        return []
+    """Can each of the server's listeners (its own, its forward port) be bound?"""
     file = _file(g, server)
-    path = server.unix_path
-    if path:
-        why = None
-        if os.path.lexists(path):
-            if stat.S_ISSOCK(os.lstat(path).st_mode) and _unix_alive(path):
-                why = "another process listens on it"
-        else:
-            why = _dir_problem(os.path.dirname(path))
-        if why:
-            return [Problem(file, "server", "address", server.address,
-                            "a UNIX socket path that can be bound (%s)" % why)]
-        return []
-    try:
-        sock = listeners.bind_listener(server.address, server.port, 1)
-    except OSError as e:
-        reason = e.strerror or str(e)
-        if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
-            return [Problem(file, "server", "address", server.address,
-                            "an address of this host (%s)" % reason)]
-        return [Problem(file, "server", "port", str(server.port), "a port that can be bound on %s (%s)"
-                        % (listeners.display(server.address, server.port), reason))]
-    sock.close()
-    return []
-
-
-def _unix_alive(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
+    problems = []
+    for n, (address, port) in enumerate(server.listen_addresses):
+        if listeners.listen_key(address, port) in held:
+            continue
+        key = "forward" if n else "port"
+        path = listeners.unix_path(address)
+        if path:
+            why = None
+            if os.path.lexists(path):
+                if stat.S_ISSOCK(os.lstat(path).st_mode) and listeners.unix_listening(path):
+                    why = "another process listens on it"
+            else:
+                why = _dir_problem(os.path.dirname(path))
+            if why:
+                problems.append(Problem(file, "server", "address", address,
+                                        "a UNIX socket path that can be bound (%s)" % why))
+            continue
         try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return True
-    return True
+            sock = listeners.bind_listener(address, port, 1)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+                problems.append(Problem(file, "server", "address", address,
+                                        "an address of this host (%s)" % reason))
+                break
+            problems.append(Problem(file, "server", key, str(port), "a port that can be bound "
+                                    "on %s (%s)" % (listeners.display(address, port), reason)))
+            continue
+        sock.close()
+    return problems
 
 
 # ---------------------------------------------------------------- apps
@@ -313,16 +307,3 @@ def held_by(pid: int) -> set:
             elif c.status == "LISTEN" and c.laddr:
                 held.add((c.laddr[0], c.laddr[1]))
     return held
-
-
-def running_master(pidfile: str) -> Optional[int]:
-    """The pid in `pidfile` when that process is alive, else None."""
-    if not pidfile:
-        return None
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid

@@ -38,17 +38,55 @@ def _is_wildcard(address: str) -> bool:
 
 
 def _clash(a, b) -> bool:
-    """Would binding both servers fail? A wildcard clashes with any address of its
-    family on the same port; UNIX sockets clash only on the same path."""
-    if a.unix_path or b.unix_path:
-        return a.unix_path == b.unix_path
-    if a.port != b.port:
+    """Would binding both (address, port) listeners fail? A wildcard clashes with any
+    address of its family on the same port; UNIX sockets clash only on the same path."""
+    (a_addr, a_port), (b_addr, b_port) = a, b
+    a_unix, b_unix = a_addr.startswith("unix:"), b_addr.startswith("unix:")
+    if a_unix or b_unix:
+        return a_unix and b_unix and os.path.normpath(a_addr[5:]) == os.path.normpath(b_addr[5:])
+    if a_port != b_port:
         return False
-    if a.address == b.address:
+    if a_addr == b_addr:
         return True
     # IPv6 listeners are V6ONLY: '::' and '0.0.0.0' can both be bound
-    return (_is_wildcard(a.address) or _is_wildcard(b.address)) and \
-        (":" in a.address) == (":" in b.address)
+    return (_is_wildcard(a_addr) or _is_wildcard(b_addr)) and (":" in a_addr) == (":" in b_addr)
+
+
+def _clash_problem(file, server, others) -> Optional[Problem]:
+    """The first listener of `server` (its own, then its forward port) that another
+    server already has."""
+    for n, mine in enumerate(server.listen_addresses):
+        for other in others:
+            theirs = next((t for t in other.listen_addresses if _clash(mine, t)), None)
+            if theirs is None:
+                continue
+            where = "servers-enabled/%s" % os.path.basename(other.source)
+            if n == 1:
+                return Problem(file, "server", "forward", str(mine[1]),
+                               "a forward port not used by %s" % where)
+            if server.unix_path:
+                return Problem(file, "server", "address", server.address,
+                               "a socket path not used by %s" % where)
+            return Problem(file, "server", "port", str(server.port),
+                           "a port not used by %s (%s:%d)" % (where, theirs[0], theirs[1]))
+    return None
+
+
+def _read_globals(config_dir: str):
+    return ini.parse_global(os.path.join(config_dir, "skitaid.conf"), config_dir, "skitaid.conf")
+
+
+def load_control_config(config_dir: str) -> Config:
+    """The config with every server, or, when a server file is broken, skitaid.conf
+    alone (no servers): enough to find a running master's pid file and control
+    socket, so a bad server file never locks the operator out of stop/status."""
+    try:
+        return load_config(config_dir)
+    except ConfigError as e:
+        globals_, problems = _read_globals(config_dir)
+        if problems or not os.path.isdir(config_dir):
+            raise ConfigError(problems or e.problems)
+        return Config(globals=globals_, servers=())
 
 
 def load_config(config_dir: Optional[str] = None) -> Config:
@@ -58,8 +96,7 @@ def load_config(config_dir: Optional[str] = None) -> Config:
         raise ConfigError([Problem(config_dir, "", "", None, "a config directory")])
     problems: List[Problem] = []
 
-    globals_, found = ini.parse_global(os.path.join(config_dir, "skitaid.conf"),
-                                       config_dir, "skitaid.conf")
+    globals_, found = _read_globals(config_dir)
     problems += found
 
     enabled = os.path.join(config_dir, "servers-enabled")
@@ -92,20 +129,9 @@ def load_config(config_dir: Optional[str] = None) -> Config:
         problems += found
         if found:
             continue                # its address is not trustworthy; don't report clashes
-        for other in servers:
-            if not _clash(other, server):
-                continue
-            if server.unix_path:
-                problems.append(Problem(
-                    file, "server", "address", server.address,
-                    "a socket path not used by servers-enabled/%s"
-                    % os.path.basename(other.source)))
-            else:
-                problems.append(Problem(
-                    file, "server", "port", str(server.port),
-                    "a port not used by servers-enabled/%s (%s:%d)"
-                    % (os.path.basename(other.source), other.address, other.port)))
-            break
+        clash = _clash_problem(file, server, servers)
+        if clash is not None:
+            problems.append(clash)
         servers.append(server)
 
     if not entries or not names:

@@ -137,6 +137,14 @@ class ServerConfig:
         """The socket file of `address = unix:/path`; "" when listening on TCP."""
         return self.address[5:] if self.address.startswith("unix:") else ""
 
+    @property
+    def listen_addresses(self) -> Tuple[Tuple[str, int], ...]:
+        """Every (address, port) this server listens on: its own, then the
+        HTTP→HTTPS forward port if any."""
+        if self.forward:
+            return ((self.address, self.port), (self.address, self.forward[0]))
+        return ((self.address, self.port),)
+
 
 @dataclass(frozen=True)
 class GlobalConfig:

@@ -13,6 +13,7 @@ import time
 from ..logs import error_log, redirect_stdio, setup_error_log
 from . import control
 from .pidfile import read_pid
+from .unit import stop_timeout
 
 EXIT_NOT_RUNNING = 3        # LSB: program is not running
 
@@ -38,8 +39,21 @@ def _master_pid(config):
     return read_pid(g.pidfile) if g.pidfile else None
 
 
-def _stop_timeout(config):
-    return max([s.graceful_timeout for s in config.servers] + [0]) + 10.0
+def dispatch(command, config, loader=None, server=None, as_json=False):
+    """One operator verb: run, start, stop, restart [server], reload, status."""
+    if command == "run":
+        return run(config, loader)
+    if command == "start":
+        return start(config, loader)
+    if command == "stop":
+        return stop(config)
+    if command == "restart":
+        return restart_server(config, server) if server else restart(config, loader)
+    if command == "reload":
+        return reload(config)
+    if command == "status":
+        return status(config, as_json)
+    raise ValueError("unknown command %r" % command)
 
 
 # -- run / start ---------------------------------------------------------------
@@ -143,7 +157,7 @@ def stop(config, graceful=True):
         print("skitaid is not running")
         return 0
     os.kill(pid, signal.SIGTERM if graceful else signal.SIGQUIT)
-    timeout = _stop_timeout(config)
+    timeout = stop_timeout(config)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -43,6 +43,13 @@ def unix_path(address: str) -> str:
     return address[len(UNIX_PREFIX):] if address.startswith(UNIX_PREFIX) else ""
 
 
+def url(address: str, port: int, ssl: bool = False) -> str:
+    """How a listener reads in logs and status: 'unix:/p', 'http://[::1]:80', 'https://…'."""
+    if unix_path(address):
+        return address
+    return "%s://%s" % ("https" if ssl else "http", display(address, port))
+
+
 def display(address: str, port: int) -> str:
     """How an address reads in messages: 'unix:/p', '127.0.0.1:80', '[::1]:80'."""
     if unix_path(address):
@@ -60,6 +67,21 @@ def listen_key(address: str, port: int):
     return (address, int(port))
 
 
+def unix_listening(path: str) -> bool:
+    """Does a process accept connections on the UNIX socket at `path`?"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False            # stale: left behind by a server that is gone
+    except OSError:
+        return True             # e.g. a full backlog: somebody is there, just busy
+    finally:
+        probe.close()
+    return True
+
+
 def _unlink_stale(path: str) -> None:
     """Remove a socket file nobody listens on; refuse a live socket or any other file."""
     try:
@@ -68,21 +90,8 @@ def _unlink_stale(path: str) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise OSError(errno.EEXIST, "%s exists and is not a socket" % path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except ConnectionRefusedError:
-        pass                    # stale: left behind by a server that is gone
-    except FileNotFoundError:
-        return
-    except (BlockingIOError, TimeoutError):
-        # a full backlog: somebody is there, just busy
-        raise OSError(errno.EADDRINUSE, "another process listens on %s" % path) from None
-    else:
+    if unix_listening(path):
         raise OSError(errno.EADDRINUSE, "another process listens on %s" % path)
-    finally:
-        probe.close()
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -176,28 +185,42 @@ def _server_keys(address: str, port: int) -> List[tuple]:
     return [(info[4][0], port) for info in infos]
 
 
+def inherited_pool(socks: Iterable[socket.socket]) -> Dict[tuple, socket.socket]:
+    """Sockets handed over (systemd's LISTEN_FDS) by every listen_key they answer to."""
+    pool: Dict[tuple, socket.socket] = {}
+    for sock in socks:
+        sock.setblocking(False)
+        for key in _sock_keys(sock):
+            pool.setdefault(key, sock)
+    return pool
+
+
+def take_inherited(pool: Dict[tuple, socket.socket], address: str, port: int
+                   ) -> Optional[socket.socket]:
+    """The socket in `pool` bound to this address (host names resolved), removed
+    from the pool under all its keys; None when there is none."""
+    for key in _server_keys(address, port):
+        sock = pool.get(key)
+        if sock is not None:
+            for k in [k for k, s in pool.items() if s is sock]:
+                del pool[k]
+            return sock
+    return None
+
+
 def listeners_for(servers: Sequence, inherited: Optional[Iterable[socket.socket]] = None
                   ) -> Dict[str, List[socket.socket]]:
     """{server name: [listening socket]} for every server.
 
-    A socket in `inherited` (systemd's LISTEN_FDS, or on reload the sockets
-    of the running generation) bound to the server's address is taken as it
-    is; the others are bound. The first failure closes what this call bound
-    and raises ListenError naming the server, address and reason. Inherited
+    A socket in `inherited` bound to the server's address is taken as it is;
+    the others are bound. The first failure closes what this call bound and
+    raises ListenError naming the server, address and reason. Inherited
     sockets no server asked for are left to the caller to close."""
-    pool: Dict[tuple, socket.socket] = {}
-    for sock in inherited or ():
-        sock.setblocking(False)
-        for key in _sock_keys(sock):
-            pool.setdefault(key, sock)
+    pool = inherited_pool(inherited or ())
     result: Dict[str, List[socket.socket]] = {}
     bound: List[socket.socket] = []
     for server in servers:
-        sock = None
-        for key in _server_keys(server.address, server.port):
-            sock = pool.get(key)
-            if sock is not None:
-                break
+        sock = take_inherited(pool, server.address, server.port)
         if sock is None:
             try:
                 sock = bind_listener(server.address, server.port, server.backlog)

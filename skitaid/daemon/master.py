@@ -25,20 +25,8 @@ _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
             signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 
 
-def listen_key(server):
-    return listeners.listen_key(server.address, server.port)
-
-
 def describe_address(server):
-    return _describe(server, server.address, server.port)
-
-
-def _describe(server, address, port):
-    if address.startswith("unix:"):
-        return address
-    host = "[%s]" % address if ":" in address else address
-    scheme = "https" if server.ssl and port == server.port else "http"
-    return "%s://%s:%d" % (scheme, host, port)
+    return listeners.url(server.address, server.port, server.ssl)
 
 
 class Master:
@@ -50,7 +38,8 @@ class Master:
         self.daemon = daemon
         self.log_path = log_path
         self.ready_fd = ready_fd       # `skitaid start` waits on this pipe: "R" = serving
-        self.pools = {}
+        self.pools = {}                # server name → ServerPool
+        self.draining = []             # pools of servers removed by a reload, still stopping
         self.listeners = {}            # listen_key → socket
         self.signals = []
         self.scoreboard = None
@@ -68,7 +57,6 @@ class Master:
         self._watchdog = None
         self._next_watchdog = 0.0
         self._credentials = {}
-        self._psutil = {}              # pid → psutil.Process, for status CPU %
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -82,9 +70,8 @@ class Master:
                 error_log.error("skitaid is already running (pid %d, %s)", other, g.pidfile)
                 self._tell_starter(b"")
                 return 1
-        inherited = {}
-        for sock in systemd.listen_fds():
-            inherited[_sock_key(sock)] = sock
+        handed = systemd.listen_fds()
+        inherited = listeners.inherited_pool(handed)
         try:
             for server in self.config.servers:
                 self._credentials[server.name] = self._resolve(server)
@@ -94,8 +81,10 @@ class Master:
             error_log.error("%s", e)
             self._tell_starter(b"")
             return 1
-        for sock in inherited.values():       # sockets systemd passed that no server wants
-            sock.close()
+        taken = set(id(s) for s in self.listeners.values())
+        for sock in handed:                   # sockets systemd passed that no server wants
+            if id(sock) not in taken:
+                sock.close()
         if self.pidfile is not None:
             try:
                 self.pidfile.write()
@@ -140,29 +129,25 @@ class Master:
                 config_context(server)      # the server's certificate and each host's (SNI)
             except ValueError as e:
                 raise _StartError("server %r: %s" % (server.name, e))
-        wanted = [(server.address, server.port)]
-        if server.forward:
-            wanted.append((server.address, server.forward[0]))
-        for address, port in wanted:
+        for n, (address, port) in enumerate(server.listen_addresses):
             key = listeners.listen_key(address, port)
             if key in self.listeners:
                 continue
-            if inherited and key in inherited:
-                self.listeners[key] = inherited.pop(key)
-                continue
-            try:
-                self.listeners[key] = listeners.bind_listener(address, port, server.backlog)
-            except OSError as e:
-                raise _StartError("server %r: cannot listen on %s: %s"
-                                  % (server.name, _describe(server, address, port),
-                                     e.strerror or e))
+            sock = listeners.take_inherited(inherited, address, port) if inherited else None
+            if sock is None:
+                try:
+                    sock = listeners.bind_listener(address, port, server.backlog)
+                except OSError as e:
+                    where = listeners.url(address, port, server.ssl and n == 0)
+                    raise _StartError(str(listeners.ListenError(server.name, where, e)))
+            self.listeners[key] = sock
 
     def _sockets(self, server):
-        """[main listener] + [forward listener]: what the server's workers get."""
-        socks = [self.listeners[listen_key(server)]]
-        if server.forward:
-            socks.append(self.listeners[listeners.listen_key(server.address, server.forward[0])])
-        return socks
+        """[own listener] + [forward listener]: what the server's workers get."""
+        return [self.listeners[listeners.listen_key(a, p)] for a, p in server.listen_addresses]
+
+    def _all_pools(self):
+        return list(self.pools.values()) + self.draining
 
     def _setup_loop(self):
         self.selector = selectors.DefaultSelector()
@@ -205,11 +190,11 @@ class Master:
                 self._handle_signal(self.signals.pop(0))
             self._reap()
             now = time.monotonic()
-            for pool in list(self.pools.values()):
+            for pool in self._all_pools():
                 pool.tick(now)
             self._after_tick(now)
             if self.stopping and all(p.state in (STOPPED, FAILED) and not p.workers()
-                                     for p in self.pools.values()):
+                                     for p in self._all_pools()):
                 return
 
     def _handle_signal(self, sig):
@@ -240,8 +225,7 @@ class Master:
                 return
             if pid == 0:
                 return
-            self._psutil.pop(pid, None)
-            for pool in self.pools.values():
+            for pool in self._all_pools():
                 if pool.reaped(pid, status):
                     break
 
@@ -291,10 +275,9 @@ class Master:
         request_log = None
         if self.daemon and not server.request_log_file and self.log_path:
             request_log = os.path.join(self.log_path, "%s-request.log" % server.name)
+        # every generation's listeners stay in self.listeners while in use
         keep = set(id(s) for s in gen.sockets)
         close = [s for s in self.listeners.values() if id(s) not in keep]
-        close += [s for p in self.pools.values() for g in (p.current, p.pending) if g
-                  for s in g.sockets if id(s) not in keep and s not in close]
         if self.control is not None:
             close.append(self.control)
         if self.selector is not None:
@@ -311,11 +294,12 @@ class Master:
     def release(self, worker):
         self.scoreboard.release(worker.slot)
 
-    def state_changed(self):
-        pass            # readiness and failures are noticed in _after_tick
-
-    def generation_promoted(self, pool, old):
-        pass            # listeners of the old generation are closed when the reload ends
+    def state_changed(self, pool):
+        """Readiness and failures are noticed in _after_tick; a removed server that
+        has finished stopping gives its listeners back here, whenever that is."""
+        if pool in self.draining and pool.state == STOPPED and not pool.workers():
+            self.draining.remove(pool)
+            self._close_unused_listeners()
 
     def generation_abandoned(self, pool, gen):
         if self.last_reload is not None:
@@ -350,10 +334,13 @@ class Master:
         if new.globals != self.config.globals:
             messages.append("[global] changes (paths, user) take effect at the next restart")
         wanted = {s.name: s for s in new.servers}
-        # servers gone from servers-enabled/ stop gracefully
+        # servers gone from servers-enabled/ stop gracefully (and may come back
+        # under the same name while they drain)
         for name in [n for n in self.pools if n not in wanted]:
             error_log.info("server %r removed: stopping it", name)
-            self.pools[name].stop(True)
+            pool = self.pools.pop(name)
+            self.draining.append(pool)
+            pool.stop(True)
         for server in new.servers:
             try:
                 creds = self._resolve(server)
@@ -364,10 +351,10 @@ class Master:
                 continue
             self._credentials[server.name] = creds
             pool = self.pools.get(server.name)
-            if pool is None or pool.state == STOPPED:
+            if pool is None:
                 error_log.info("server %r added on %s", server.name, describe_address(server))
                 self.pools[server.name] = ServerPool(self, server, self._sockets(server))
-            elif pool.state != "stopping":
+            else:
                 pool.new_generation(server, self._sockets(server))
         self.config = new
         self.reloading = True
@@ -375,16 +362,15 @@ class Master:
         return self.last_reload
 
     def _close_unused_listeners(self):
+        """Close the listeners no pool serves from any more (a removed server, an
+        address changed by a reload), so new connections are refused, not queued."""
         used = set()
-        for pool in self.pools.values():
-            if pool.workers() or pool.state not in (STOPPED,):
-                used.update(id(s) for s in pool.sockets_in_use())
+        for pool in self._all_pools():
+            used.update(id(s) for s in pool.sockets_in_use())
         for key, sock in list(self.listeners.items()):
             if id(sock) not in used:
                 del self.listeners[key]
                 listeners.close_listener(sock)
-        for name in [n for n, p in self.pools.items() if p.state == STOPPED and not p.workers()]:
-            del self.pools[name]
 
     def stop(self, graceful=True):
         if self.stopping and graceful:
@@ -392,7 +378,7 @@ class Master:
         self.stopping = True
         systemd.notify("STOPPING=1")
         error_log.info("stopping %s", "gracefully" if graceful else "now")
-        for pool in self.pools.values():
+        for pool in self._all_pools():
             pool.stop(graceful)
         # new connections are refused at once rather than queued for nobody
         for sock in self.listeners.values():
@@ -400,7 +386,7 @@ class Master:
         self.listeners.clear()
 
     def _signal_workers(self, sig):
-        for pool in self.pools.values():
+        for pool in self._all_pools():
             for w in pool.workers():
                 try:
                     os.kill(w.pid, sig)
@@ -432,16 +418,16 @@ class Master:
         import psutil
         now = time.monotonic()
         servers = []
-        for pool in self.pools.values():
+        for pool in self._all_pools():
             workers = []
             for w in sorted(pool.workers(), key=lambda w: (w.generation, w.index)):
                 state, _, _, requests = self.scoreboard.read(w.slot)
-                proc = self._psutil.get(w.pid)
                 cpu = rss = 0
                 try:
-                    if proc is None:
-                        proc = self._psutil[w.pid] = psutil.Process(w.pid)
-                        proc.cpu_percent(None)
+                    if w.status_proc is None:      # CPU % is measured between two calls
+                        w.status_proc = psutil.Process(w.pid)
+                        w.status_proc.cpu_percent(None)
+                    proc = w.status_proc
                     cpu = proc.cpu_percent(None)
                     rss = proc.memory_info().rss
                 except psutil.Error:
@@ -499,12 +485,3 @@ class _Fd:
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)
-
-
-def _sock_key(sock):
-    name = sock.getsockname()
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    if isinstance(name, str):
-        return listeners.listen_key("unix:" + name, 0)
-    return listeners.listen_key(name[0], name[1])

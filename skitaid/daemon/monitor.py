@@ -10,11 +10,20 @@ import psutil
 RSS_INTERVAL = 5.0
 
 
+def _cpu_rule(critical_point):
+    return len(critical_point) == 3 and critical_point[2] > 0
+
+
 class WorkerMonitor:
+    @staticmethod
+    def wanted(critical_point, max_rss):
+        """Is there anything to watch? (no psutil handle per worker otherwise)"""
+        return bool(max_rss) or _cpu_rule(critical_point)
+
     def __init__(self, pid, critical_point=(), max_rss=0):
         self.process = psutil.Process(pid)
         self.cpu_limit = self.cpu_samples = self.cpu_interval = 0
-        if len(critical_point) == 3 and critical_point[2] > 0:
+        if _cpu_rule(critical_point):
             self.cpu_limit, self.cpu_samples, self.cpu_interval = critical_point
         self.max_rss = max_rss
         self.strikes = 0

@@ -27,7 +27,7 @@ class WorkerProc:
     """The master's record of one worker process."""
 
     __slots__ = ("pid", "index", "generation", "slot", "started", "ready_at", "deadline",
-                 "replaces", "retiring", "aborted", "monitor")
+                 "replaces", "retiring", "aborted", "monitor", "status_proc")
 
     def __init__(self, pid, index, generation, slot):
         self.pid = pid
@@ -41,6 +41,7 @@ class WorkerProc:
         self.retiring = False
         self.aborted = False
         self.monitor = None
+        self.status_proc = None    # psutil.Process for `skitaid status` (its own CPU baseline)
 
 
 class Generation:
@@ -94,7 +95,7 @@ class ServerPool:
         w = WorkerProc(pid, index, gen.number, slot)
         w.replaces = replaces
         c = gen.config
-        if len(c.critical_point) == 3 or c.max_rss:
+        if WorkerMonitor.wanted(c.critical_point, c.max_rss):
             w.monitor = WorkerMonitor(pid, c.critical_point, c.max_rss)
         gen.workers[index] = w
         return w
@@ -265,7 +266,7 @@ class ServerPool:
             self._retire(w, False)
         self.current.workers.clear()
         error_log.error("server %r failed: %s; other servers keep running", self.name, why)
-        self.master.state_changed()
+        self.master.state_changed(self)
 
     # -- periodic supervision --------------------------------------------------------
     def tick(self, now):
@@ -290,10 +291,10 @@ class ServerPool:
         if self.state == STARTING and self.current.all_ready(self.target):
             self.state = RUNNING
             self.boot_failures = 0
-            self.master.state_changed()
+            self.master.state_changed(self)
         elif self.state == STOPPING and not self.workers():
             self.state = STOPPED
-            self.master.state_changed()
+            self.master.state_changed(self)
 
     def _promote(self):
         old = self.current
@@ -307,7 +308,6 @@ class ServerPool:
         self.respawn.clear()
         error_log.info("server %r: generation %d serving, generation %d retiring",
                        self.name, self.current.number, old.number)
-        self.master.generation_promoted(self, old)
 
     def _watch(self, gen, now):
         timeout = gen.config.worker_timeout
