@@ -89,6 +89,11 @@ class SharedState:
         return 0 if off is None else struct.unpack_from("=q", self.mem, off + NAME_SIZE + 8)[0]
 
 
+def server_key(server, key):
+    """The region's name for `key` of server `server`."""
+    return "%s/%s" % (server, key)
+
+
 def register(*names):
     """Record key names before run() (skitaid.register_cache_keys/register_states)."""
     for name in names:
@@ -104,7 +109,7 @@ def create(server_names=()):
     _region = SharedState()
     for server in server_names:
         for name in _registered:
-            _region.claim("%s/%s" % (server, name))
+            _region.claim(server_key(server, name))
     return _region
 
 

@@ -149,6 +149,20 @@ def app(env, start):
     if path == "/timeout":
         r = was.get(B + "/slow?s=3").dispatch(timeout=0.5)
         return answer(start, {"status": r.status, "timeout": skitaid.STA_TIMEOUT})
+    if path == "/own-timeout":
+        # no dispatch() timeout: the call's own one applies, not the default 10 s
+        t0 = time.monotonic()
+        r = was.get(B + "/slow?s=2", timeout=0.3).dispatch()
+        return answer(start, {"status": r.status, "elapsed": time.monotonic() - t0})
+    if path == "/queued":
+        # all 32 connections to the origin busy: the wait for one is part of the call
+        busy = [was.get(B + "/slow?s=2&i=%d" % i) for i in range(32)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = was.get(B + "/counter", timeout=0.3).dispatch()
+        elapsed = time.monotonic() - t0
+        was.Tasks(busy).dispatch(5)
+        return answer(start, {"status": r.status, "elapsed": elapsed})
     if path == "/errors":
         refused = was.get("http://127.0.0.1:%s/" % os.environ["DEAD"]).dispatch(2)
         unknown = was.get("@nosuch/x").dispatch(2)
@@ -258,6 +272,20 @@ def test_timeout_gives_sta_timeout(app):
     status, d = get(s.port, "/timeout")
     assert status == 200 and d["status"] == d["timeout"] == 1
     assert time.monotonic() - t0 < 2.5
+
+
+def test_dispatch_waits_for_the_calls_own_timeout(app):
+    s = app()
+    status, d = get(s.port, "/own-timeout")
+    assert status == 200 and d["status"] == 1           # STA_TIMEOUT
+    assert 0.25 <= d["elapsed"] < 1.0                   # ~0.3 s, not the 2 s backend
+
+
+def test_call_timeout_covers_waiting_for_a_connection(app):
+    s = app()
+    status, d = get(s.port, "/queued")
+    assert status == 200 and d["status"] == 1           # STA_TIMEOUT
+    assert 0.25 <= d["elapsed"] < 1.0
 
 
 def test_errors_statuses_and_local_tasks(app):

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 psycopg2 = pytest.importorskip("psycopg2")
 from psycopg2 import extensions as pgext  # noqa: E402
@@ -89,6 +89,7 @@ skitaid.alias("@pg", skitaid.DB_PGSQL, os.environ["MEMBER"],
 skitaid.alias("@small", skitaid.DB_PGSQL, os.environ["MEMBER"], max_connections=1,
               pool_timeout=0.3)
 skitaid.alias("@two", skitaid.DB_PGSQL, [os.environ["MEMBER"], os.environ["MEMBER2"]])
+skitaid.alias("@half", skitaid.DB_PGSQL, [os.environ["DEADMEMBER"], os.environ["MEMBER"]])
 skitaid.register_cache_keys("rows")
 
 def answer(start, obj, status="200 OK"):
@@ -170,6 +171,13 @@ def app(env, start):
         n = was.db("@pg").execute("SELECT count(*) AS n FROM " + T + " WHERE id >= %s",
                                   (int(q["id"]),)).one(5).n
         return answer(start, {"outcome": outcome, "first": first, "rest": rest, "n": n})
+    if path == "/tx-half":
+        # one member refuses connections: every transaction goes to the other one
+        out = []
+        for _ in range(4):
+            with was.transaction("@half") as tx:
+                out.append(tx.execute("SELECT current_database() AS d").fetchone().d)
+        return answer(start, out)
     if path == "/lb":
         dbs = [was.db.lb("@two").execute("SELECT current_database() AS d").one(5).d
                for _ in range(6)]
@@ -209,6 +217,9 @@ def app(serve, table):
         env.setdefault("TABLE", table)
         env.setdefault("MEMBER", _member())
         env.setdefault("MEMBER2", _member(SECOND_DB))
+        env.setdefault("DEADMEMBER", _member().replace(
+            "@%s:%s/" % (_params().get("host", "127.0.0.1"), _params().get("port", "5432")),
+            "@127.0.0.1:%d/" % free_port()))
         return serve(APP, env={k: str(v) for k, v in env.items()})
     return start
 
@@ -298,6 +309,12 @@ def test_transaction_commit_and_rollback(app, pg, table):
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'skitaid' "
                     "AND state LIKE 'idle in transaction%%'")
         assert cur.fetchone()[0] == 0
+
+
+def test_transaction_skips_a_member_that_cannot_be_connected_to(app):
+    s = app()
+    status, dbs = get(s.port, "/tx-half")
+    assert status == 200 and dbs == [_params()["dbname"]] * 4
 
 
 def test_lb_and_map_over_two_databases(app, table):

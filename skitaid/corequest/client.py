@@ -12,19 +12,23 @@ import time
 
 import httptools
 
+from ..protocols.h1 import _bad_value
+from .cluster import ConnectFailed, host_header
 from .h2client import H2ClientConnection, H2Origins, StreamRefused
 
+__all__ = ["ClientPool", "ConnectFailed", "ProtocolError", "http_request"]
 
 MAX_RESPONSE_SIZE = 64 * 1024 * 1024     # a buffered (was) response larger than this fails
 MAX_HEAD_SIZE = 64 * 1024
+MAX_PER_ORIGIN = 32
+# below the usual servers' keep-alive timeouts, so we rarely reuse a
+# connection the other side is closing
+IDLE_TIMEOUT = 4.0
+CONNECT_TIMEOUT = 10.0
 
 
 class ProtocolError(ConnectionError):
     """The backend sent something that is not HTTP/1.1."""
-
-
-class ConnectFailed(ConnectionError):
-    """No connection could be made (refused, unreachable, TLS or connect timeout)."""
 
 
 class ClientConnection(asyncio.Protocol):
@@ -177,7 +181,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers_done = False
         lines = ["%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host_header)]
         for name, value in headers:
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            if _bad_value(value) or _bad_value(name):
                 raise ValueError("CR or LF in header %r" % name)
             lines.append("%s: %s\r\n" % (name, value))
         lines.append("\r\n")
@@ -261,15 +265,12 @@ class ClientPool:
     """Keep-alive connections per (scheme, host, port), at most `max_per_origin`
     open at once; further requests wait for one to come back."""
 
-    def __init__(self, loop, max_per_origin=32, idle_timeout=4.0, connect_timeout=10.0,
-                 ssl_context=None):
+    def __init__(self, loop):
         self.loop = loop
-        self.max_per_origin = max_per_origin
-        # below the usual servers' keep-alive timeouts, so we rarely reuse a
-        # connection the other side is closing
-        self.idle_timeout = idle_timeout
-        self.connect_timeout = connect_timeout
-        self._ssl = ssl_context
+        self.max_per_origin = MAX_PER_ORIGIN
+        self.idle_timeout = IDLE_TIMEOUT
+        self.connect_timeout = CONNECT_TIMEOUT
+        self._ssl = None
         self._ssl_alpn = None
         self.h2 = H2Origins(self)
         self._idle = {}          # key → deque of idle connections (most recent last)
@@ -290,14 +291,14 @@ class ClientPool:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def acquire(self, key, connect_timeout=None, h2=False):
+    async def acquire(self, key, h2=False):
         """(connection, reused) for key = (scheme, host, port). With `h2`, an
         https origin that picks HTTP/2 gives its H2ClientConnection instead."""
         if self._closed:
             raise ConnectionError("the client pool is closed")
         h2 = h2 and key[0] == "https"
         if h2:
-            conn, h1 = await self.h2.get(key, connect_timeout or self.connect_timeout)
+            conn, h1 = await self.h2.get(key, self.connect_timeout)
             if conn is not None:
                 return conn, True
             if h1 is not None:
@@ -318,7 +319,7 @@ class ClientPool:
                 raise
             if conn is not None and not conn.closed:
                 return conn, True
-        conn = await self.connect_counted(key, connect_timeout or self.connect_timeout, h2)
+        conn = await self.connect_counted(key, self.connect_timeout, h2)
         if conn.h2 is not None:
             self.h2.adopt(conn.h2)
             return conn.h2, False
@@ -359,14 +360,9 @@ class ClientPool:
         if conn.sink is not None or not keep_alive or conn.closed or self._closed:
             conn.close()
             return
-        waiters = self._waiters.get(conn.key)
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
-        conn.idle_since = time.monotonic()
-        self._idle.setdefault(conn.key, collections.deque()).append(conn)
+        if not self._wake(conn.key, conn):
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault(conn.key, collections.deque()).append(conn)
 
     def forget(self, conn):
         """A connection closed (either side): free its place."""
@@ -379,12 +375,15 @@ class ClientPool:
         self._wake(key, None)
 
     def _wake(self, key, conn):
+        """Hand `conn` (None: "open a connection yourself") to the first
+        request waiting for `key`; False when none waits."""
         waiters = self._waiters.get(key)
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
-                fut.set_result(conn)      # None: try to open a connection yourself
-                return
+                fut.set_result(conn)
+                return True
+        return False
 
     def _sweep(self):
         limit = time.monotonic() - self.idle_timeout
@@ -409,44 +408,41 @@ class ClientPool:
                     fut.set_exception(ConnectionError("the client pool is closed"))
 
 
-async def http_request(pool, key, method, target, headers, body=b"", host_header=None,
-                       read_timeout=60.0, max_size=MAX_RESPONSE_SIZE):
-    """One buffered request: (status, reason, headers, body bytes).
+async def http_request(pool, key, method, target, headers, body=b"", host=None,
+                       max_size=MAX_RESPONSE_SIZE):
+    """One buffered request: (status, reason, headers, body bytes). `host`:
+    the Host header (by default made from `key`). No time limit: the caller
+    bounds the whole call (cancelling it closes the connection or stream).
 
     A reused keep-alive connection that breaks before any response byte is
     retried once on a new one: the backend closed it while it sat idle. Over
     HTTP/2 (https origins that choose it), a stream the server did not take
     (GOAWAY, REFUSED_STREAM) is sent again, up to twice."""
-    scheme, host, port = key
-    if host_header is None:
-        default = 443 if scheme == "https" else 80
-        h = "[%s]" % host if ":" in host else host
-        host_header = h if port == default else "%s:%d" % (h, port)
+    if host is None:
+        host = host_header(*key)
     for attempt in (0, 1, 2):
         conn, reused = await pool.acquire(key, h2=True)
         if isinstance(conn, H2ClientConnection):
             try:
-                return await asyncio.wait_for(
-                    conn.request(method, target, headers, host_header, body, max_size),
-                    read_timeout)
+                return await conn.request(method, target, headers, host, body, max_size)
             except StreamRefused:
                 if attempt < 2:
                     continue
                 raise
         sink = Collect(pool.loop, max_size)
         try:
-            conn.start(sink, method, target, headers, host_header, body)
-            keep = await asyncio.wait_for(sink.future, read_timeout)
-        except asyncio.CancelledError:
-            conn.close()
-            raise
-        except asyncio.TimeoutError:
-            conn.close()
-            raise
+            conn.start(sink, method, target, headers, host, body)
+            keep = await sink.future
         except ConnectionError:
             conn.close()
             if reused and not conn.got_response_bytes and attempt == 0:
                 continue
+            raise
+        except BaseException:
+            # cancelled (timed out), or a header start() refused: the connection
+            # is in an unknown state, and nobody waits for its sink any more
+            conn.sink = None
+            conn.close()
             raise
         pool.release(conn, keep)
         return sink.status, sink.reason, sink.headers, bytes(sink.body)

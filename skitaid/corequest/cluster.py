@@ -11,18 +11,31 @@ RECHECK_FIRST = 2.0
 RECHECK_MAX = 60.0
 
 
+class ConnectFailed(ConnectionError):
+    """No connection could be made (refused, unreachable, TLS or connect
+    timeout): nothing was sent, so any request may go to another member."""
+
+
+def host_header(scheme, host, port):
+    """The Host header for an origin: IPv6 in brackets, the port unless the default."""
+    h = "[%s]" % host if ":" in host else host
+    return h if port == (443 if scheme == "https" else 80) else "%s:%d" % (h, port)
+
+
 class MemberState:
-    __slots__ = ("host", "port", "weight", "key", "inflight", "down_until", "backoff", "failures")
+    __slots__ = ("host", "port", "weight", "key", "host_header", "inflight", "down_until",
+                 "backoff", "backend")
 
     def __init__(self, scheme, host, port, weight):
         self.host = host
         self.port = port
         self.weight = max(1, weight)
         self.key = (scheme, host, port)
+        self.host_header = host_header(scheme, host, port)
         self.inflight = 0
         self.down_until = 0.0
-        self.backoff = 0.0
-        self.failures = 0
+        self.backoff = 0.0           # 0: up; else the current time-out of a down member
+        self.backend = None          # what a user of the cluster keeps per member (a db pool)
 
     def release_one(self):
         """A long-lived request (a proxied WebSocket) is over."""
@@ -58,13 +71,29 @@ class Cluster:
                         key=lambda m: m.inflight / m.weight)
         return up + down
 
+    async def call(self, fn, member=None):
+        """`await fn(member)` on `member`, or on the best member and, while a
+        connection cannot be made (ConnectFailed), on the next ones."""
+        last = None
+        for m in (member,) if member is not None else self.order():
+            m.inflight += 1
+            try:
+                result = await fn(m)
+            except ConnectFailed as e:
+                self.failed(m)
+                last = e
+                continue
+            finally:
+                m.inflight -= 1
+            self.succeeded(m)
+            return result
+        raise last or ConnectFailed("@%s has no member" % self.name)
+
     def failed(self, member):
-        member.failures += 1
         member.backoff = min(RECHECK_MAX, member.backoff * 2 if member.backoff else RECHECK_FIRST)
         member.down_until = time.monotonic() + member.backoff
 
     def succeeded(self, member):
-        if member.failures:
-            member.failures = 0
+        if member.backoff:
             member.backoff = 0.0
             member.down_until = 0.0

@@ -11,7 +11,6 @@ the others finish. The reverse proxy stays on HTTP/1.1 (it never offers h2).
 """
 import asyncio
 import collections
-import http
 import time
 
 from h2.config import H2Configuration
@@ -22,6 +21,9 @@ from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 
+from ..http_status import REASONS
+from ..protocols.h1 import _bad_value
+
 STREAM_WINDOW = 1024 * 1024          # per stream: what the server may send before we ack
 CONN_WINDOW = 16 * 1024 * 1024
 MAX_HEAD_SIZE = 64 * 1024
@@ -30,11 +32,19 @@ _DROP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-enc
                    "upgrade", "host", "te"))
 
 
+# HTTP/2 names are lowercase: results get the usual HTTP/1.1 spelling, so they
+# look the same whichever protocol carried them. Memoised: backends repeat names.
 _CASE = {"etag": "ETag", "www-authenticate": "WWW-Authenticate", "te": "TE"}
+_CASE_MAX = 1024
 
 
-def _title(name):
-    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+def _spelling(name):
+    spelt = _CASE.get(name)
+    if spelt is None:
+        spelt = "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+        if len(_CASE) < _CASE_MAX:      # odd names from a backend must not grow it forever
+            _CASE[name] = spelt
+    return spelt
 
 
 class StreamRefused(ConnectionError):
@@ -154,9 +164,7 @@ class H2ClientConnection(asyncio.Protocol):
             if name == ":status":
                 st.status = int(value)
             elif not name.startswith(":"):
-                # HTTP/2 names are lowercase: give them the usual HTTP/1.1 spelling
-                # so that results look the same whichever protocol carried them
-                st.headers.append((_CASE.get(name) or _title(name), value))
+                st.headers.append((_spelling(name), value))
         if size > MAX_HEAD_SIZE:
             self._fail_stream(st, ConnectionError("response head too large"))
 
@@ -306,7 +314,7 @@ class H2ClientConnection(asyncio.Protocol):
                 lname = name.lower()
                 if lname in _DROP:
                     continue
-                if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                if _bad_value(value) or _bad_value(name):
                     raise ValueError("CR or LF in header %r" % name)
                 head.append((lname, value))
             sid = st.sid = self.h2.get_next_available_stream_id()
@@ -331,12 +339,7 @@ class H2ClientConnection(asyncio.Protocol):
         finally:
             if self.goaway and not self.streams and not self._reserved:
                 self.close()
-        reason = ""
-        try:
-            reason = http.HTTPStatus(st.status).phrase
-        except ValueError:
-            pass
-        return st.status, reason, st.headers, bytes(st.body)
+        return st.status, REASONS.get(st.status, ""), st.headers, bytes(st.body)
 
     async def _send_body(self, st, body):
         view = memoryview(body)

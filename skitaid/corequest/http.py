@@ -15,9 +15,10 @@ import uuid
 from urllib.parse import urlencode, urlsplit
 
 from ..version import __version__
-from .cache import max_age
-from .client import ConnectFailed, http_request
-from .task import STA_NORMAL, STA_REQFAIL, Result, Task, Tasks
+from .cache import LazyKey, cache_threshold, cached_task, max_age, spread
+from .client import http_request
+from .cluster import host_header
+from .task import DEFAULT_TIMEOUT, STA_NORMAL, Result, bounded, failed_task, get_header
 
 USER_AGENT = "skitaid/" + __version__
 DEFAULT_READ_TIMEOUT = 60.0
@@ -30,14 +31,6 @@ def header_list(headers):
     if isinstance(headers, dict):
         return [(str(k), str(v)) for k, v in headers.items()]
     return [(str(k), str(v)) for k, v in headers]
-
-
-def _get(headers, name):
-    name = name.lower()
-    for k, v in headers:
-        if k.lower() == name:
-            return v
-    return None
 
 
 def _multipart(fields):
@@ -68,11 +61,11 @@ def _multipart(fields):
     return b"".join(parts), "multipart/form-data; boundary=" + boundary
 
 
-def encode_body(method, data, headers, upload=False):
+def encode_body(data, headers, upload=False):
     """(body bytes, headers with Content-Type) — JSON for dicts and lists by default."""
     if data is None:
         return b"", headers
-    ctype = _get(headers, "content-type")
+    ctype = get_header(headers, "content-type")
     if upload:
         body, ctype = _multipart(data)
         return body, [h for h in headers if h[0].lower() != "content-type"] + [("Content-Type", ctype)]
@@ -86,7 +79,7 @@ def encode_body(method, data, headers, upload=False):
         body = urlencode(data, doseq=True).encode("ascii")
         default = ctype
     elif ctype and ctype.lower().startswith("multipart/form-data"):
-        return encode_body(method, data, headers, True)
+        return encode_body(data, headers, True)
     else:
         body = json.dumps(data).encode("utf-8")
         default = "application/json"
@@ -96,15 +89,16 @@ def encode_body(method, data, headers, upload=False):
 
 
 class Target:
-    """Where a call goes: an alias cluster or one origin, and the request target."""
+    """Where a call goes: an alias cluster or one origin (key, Host header),
+    and the request target."""
 
-    __slots__ = ("cluster", "key", "path", "url")
+    __slots__ = ("cluster", "key", "host_header", "path")
 
-    def __init__(self, cluster, key, path, url):
+    def __init__(self, cluster, key, path):
         self.cluster = cluster
         self.key = key
+        self.host_header = host_header(*key) if key is not None else None
         self.path = path
-        self.url = url
 
 
 def resolve(engine, url):
@@ -122,7 +116,7 @@ def resolve(engine, url):
             raise LookupError("unknown alias @%s" % name)
         if not cluster.members:
             raise LookupError("alias @%s has no members" % name)
-        return Target(cluster, None, path, url)
+        return Target(cluster, None, path)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL or @alias: %r" % url)
@@ -130,7 +124,7 @@ def resolve(engine, url):
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(None, (parts.scheme, parts.hostname, port), path, url)
+    return Target(None, (parts.scheme, parts.hostname, port), path)
 
 
 def with_query(path, query):
@@ -139,62 +133,25 @@ def with_query(path, query):
     return path + ("&" if "?" in path else "?") + urlencode(query, doseq=True)
 
 
-async def _send(engine, method, target, member_key, headers, body, read_timeout):
+async def _call(engine, method, target, member, headers, body, timeout, cache_key,
+                auto_cache, meta, parse):
     pool = engine.pool
     if target.cluster is None:
-        return await http_request(pool, target.key, method, target.path, headers, body,
-                                  read_timeout=read_timeout)
-    cluster = target.cluster
-    if member_key is not None:
-        members = [m for m in cluster.members if m.key == member_key]
+        send = http_request(pool, target.key, method, target.path, headers, body,
+                            target.host_header)
     else:
-        members = cluster.order()
-    last = None
-    for member in members:
-        member.inflight += 1
-        try:
-            response = await http_request(pool, member.key, method, target.path, headers, body,
-                                          read_timeout=read_timeout)
-        except ConnectFailed as e:
-            # nothing was sent: any method may go to the next member
-            cluster.failed(member)
-            last = e
-            continue
-        finally:
-            member.inflight -= 1
-        cluster.succeeded(member)
-        return response
-    raise last or ConnectFailed("no member of @%s answered" % cluster.name)
-
-
-async def _call(engine, method, target, member_key, headers, body, read_timeout, cache_key,
-                auto_cache, meta, parse):
-    status, reason, rheaders, content = await _send(engine, method, target, member_key,
-                                                     headers, body, read_timeout)
+        send = target.cluster.call(lambda m: http_request(
+            pool, m.key, method, target.path, headers, body, m.host_header), member)
+    # one bound for the whole call: every member tried, every attempt on each
+    status, reason, rheaders, content = await bounded(send, timeout)
     result = Result(STA_NORMAL, status, reason, rheaders, content, meta=meta)
     if parse is not None:
         parse(result)
-    if cache_key is not None:
-        result.key = cache_key
-        result.cache_store = engine.cache
-        if auto_cache and status == 200 and method == "GET":
-            seconds = max_age(rheaders)
-            if seconds:
-                engine.cache.put(cache_key, result, seconds)
+    if auto_cache and status == 200 and method == "GET":
+        seconds = max_age(rheaders)
+        if seconds:
+            engine.cache.put(cache_key(), result, seconds)
     return result
-
-
-def cache_threshold(use_cache):
-    """use_cache → the time a cached entry must be newer than (None: don't look)."""
-    if use_cache is False or use_cache is None:
-        return None
-    if use_cache is True:
-        return 0.0
-    if isinstance(use_cache, (int, float)):
-        return float(use_cache)
-    from .. import was
-    keys = (use_cache,) if isinstance(use_cache, str) else tuple(use_cache)
-    return was.getlu(*keys)
 
 
 def build(engine, method, url, data=None, headers=None, auth=None, use_cache=True,
@@ -205,9 +162,9 @@ def build(engine, method, url, data=None, headers=None, auth=None, use_cache=Tru
     try:
         target = resolve(engine, url)
         hdrs = header_list(headers)
-        if _get(hdrs, "accept") is None and accept:
+        if accept and get_header(hdrs, "accept") is None:
             hdrs.append(("Accept", accept))
-        if _get(hdrs, "user-agent") is None:
+        if get_header(hdrs, "user-agent") is None:
             hdrs.append(("User-Agent", USER_AGENT))
         if auth:
             if isinstance(auth, (tuple, list)):
@@ -215,27 +172,22 @@ def build(engine, method, url, data=None, headers=None, auth=None, use_cache=Tru
                 hdrs.append(("Authorization", "Basic " + token))
             else:
                 hdrs.append(("Authorization", str(auth)))
-        body, hdrs = encode_body(method, data, hdrs, upload)
+        body, hdrs = encode_body(data, hdrs, upload)
         if body or method in BODY_METHODS:
             hdrs.append(("Content-Length", str(len(body))))
         hdrs.extend(txn_headers)
     except (ValueError, LookupError, TypeError) as e:
-        return Task(result=Result(STA_REQFAIL, error=e, meta=meta), meta=meta)
+        return failed_task(e, meta)
     read_timeout = DEFAULT_READ_TIMEOUT if timeout is None else timeout
-    newer_than = cache_threshold(use_cache)
-    cache_key = (method, url, hashlib.sha1(body).hexdigest() if body else "")
+    newer_than = cache_threshold(use_cache, engine.server_name)
 
-    def one(member_key):
-        key = cache_key if member_key is None else cache_key + (member_key,)
-        if newer_than is not None:
-            hit = engine.cache.get(key, newer_than)
-            if hit is not None:
-                return Task(result=hit, meta=meta)
-        return Task(engine, _call(engine, method, target, member_key, hdrs, body, read_timeout,
-                                  key, newer_than is not None, meta, parse),
-                    cache_key=key, cache_store=engine.cache, meta=meta)
+    # made, and the body hashed, only when a cache is looked in or filled
+    cache_key = LazyKey(lambda: (method, url, hashlib.sha1(body).hexdigest() if body else ""))
 
-    if mode == "map" and target.cluster is not None:
-        return Tasks([one(m.key) for m in target.cluster.members],
-                     timeout=read_timeout)
-    return one(None)
+    def one(member, key):
+        return cached_task(engine, key, newer_than, lambda: _call(
+            engine, method, target, member, hdrs, body, read_timeout, key,
+            newer_than is not None, meta, parse), meta, timeout)
+
+    return spread(mode, target.cluster, cache_key, one,
+                  DEFAULT_TIMEOUT if timeout is None else timeout)

@@ -36,6 +36,15 @@ class CorequestError(Exception):
         self.result = result
 
 
+def get_header(headers, name, default=None):
+    """The first value of header `name` (any case) in [(name, value)]."""
+    name = name.lower()
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return default
+
+
 class Result:
     """What a corequest produced. `data` is decoded JSON for JSON responses,
     rows for database backends; `text` and `content` the raw body."""
@@ -50,20 +59,15 @@ class Result:
         self._data = data
         self.error = error                  # the exception when status is not STA_NORMAL
         self.meta = meta if meta is not None else {}
-        self.key = None                     # the result-cache key, when cacheable
+        self.key = None                     # key() gives the result-cache key
         self.cache_store = None             # the cache that may keep it
-        self.created = time.time()
         self.conflict = False               # one(): a backend's unique-key violation → 409
 
     def __repr__(self):
         return "<Result status=%s %s %s>" % (self.status, self.status_code, self.reason)
 
     def get_header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
+        return get_header(self.headers, name, default)
 
     @property
     def text(self):
@@ -126,7 +130,7 @@ class Result:
         if self.cache_store is not None and self.key is not None and timeout:
             if self.status == STA_NORMAL and (self.status_code is None or
                                               self.status_code in cache_if):
-                self.cache_store.put(self.key, self, timeout)
+                self.cache_store.put(self.key(), self, timeout)
         return self
 
 
@@ -136,6 +140,32 @@ def result_from_exception(exc, meta=None):
     if isinstance(exc, (ValueError, LookupError)):
         return Result(STA_REQFAIL, error=exc, meta=meta)
     return Result(STA_NETERR, error=exc, meta=meta)
+
+
+if hasattr(asyncio, "timeout"):
+    async def bounded(aw, seconds):
+        """`await aw`, cancelled with TimeoutError after `seconds` (on the loop)."""
+        async with asyncio.timeout(seconds):     # a timer, not a task per call
+            return await aw
+else:                                            # Python < 3.11
+    bounded = asyncio.wait_for
+
+
+def failed_task(exc, meta=None):
+    """A finished Task for a call that could not be made (bad URL, unknown
+    alias, bad params): its Result has STA_REQFAIL and the error."""
+    return Task(result=Result(STA_REQFAIL, error=exc, meta=meta), meta=meta)
+
+
+def wait_future(future, timeout):
+    """The value of a concurrent future of the loop, from an app thread. After
+    `timeout` seconds the future is cancelled (which stops its coroutine on
+    the loop) and concurrent.futures.TimeoutError raised."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise
 
 
 class _Corequest:
@@ -165,16 +195,19 @@ class Task(_Corequest):
     """One corequest in flight.
 
     `engine` runs `coro` on its loop and gives back a concurrent future; a
-    Task built with `result=` is already finished (a cache hit)."""
+    Task built with `result=` is already finished (a cache hit). `timeout`:
+    how long dispatch() & co. wait when not told (the call's own timeout,
+    else DEFAULT_TIMEOUT); `cache_key`: a function giving the cache key."""
 
     def __init__(self, engine=None, coro=None, result=None, cache_key=None, cache_store=None,
-                 meta=None):
+                 meta=None, timeout=None):
         self.meta = meta if meta is not None else {}
         self._engine = engine
         self._result = result
         self._future = None
         self._cache_key = cache_key
         self._cache_store = cache_store
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if result is None:
             self._future = engine.submit(coro)
 
@@ -184,26 +217,21 @@ class Task(_Corequest):
     def _outcome(self, timeout):
         if self._result is not None:
             return self._result
-        fut = self._future
-        if not fut.done():
-            self._engine.check_can_wait()
+        if not self._future.done():
+            self._engine.check_can_wait()      # the app's mistake: raised, not a Result
         try:
-            result = fut.result(timeout)
-        except concurrent.futures.TimeoutError as e:
-            fut.cancel()               # stops the coroutine on the loop
-            result = Result(STA_TIMEOUT, error=e, meta=self.meta)
+            result = wait_future(self._future, timeout)
         except concurrent.futures.CancelledError as e:
             result = Result(STA_TIMEOUT, error=e, meta=self.meta)
-        except Exception as e:
+        except Exception as e:          # the call's own failure, or our TimeoutError
             result = result_from_exception(e, self.meta)
-        if result.key is None:
-            result.key = self._cache_key
-            result.cache_store = self._cache_store
+        result.key = self._cache_key
+        result.cache_store = self._cache_store
         self._result = result
         return result
 
     def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
-        result = self._outcome(DEFAULT_TIMEOUT if timeout is None else timeout)
+        result = self._outcome(self._timeout if timeout is None else timeout)
         if cache:
             result.cache(cache, cache_if)
         return result
@@ -220,7 +248,6 @@ class Tasks(_Corequest):
         if len(reqs) == 1 and isinstance(reqs[0], (list, tuple)):
             reqs = reqs[0]
         self.timeout = timeout
-        self.meta = {}
         self._tasks = []
         self._names = []
         for r in reqs:

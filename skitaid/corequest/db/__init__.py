@@ -1,5 +1,6 @@
 """Database corequests: PostgreSQL (psycopg2 driven by the loop) and SQLite
 (a thread per database file), behind the same Task verbs as HTTP calls."""
+from ..cluster import ConnectFailed  # noqa: F401  (a new connection could not be opened)
 
 
 class Row(dict):
@@ -24,7 +25,3 @@ def make_rows(description, tuples):
 
 class PoolExhausted(Exception):
     """No connection came free within the pool's timeout."""
-
-
-class ConnectFailed(Exception):
-    """A new connection could not be opened (nothing was sent)."""

@@ -5,12 +5,14 @@ pool or a thread) and the choice between them. `Stub` makes Tasks of
 autocommit statements; `Transaction` holds one connection for an app thread.
 """
 import asyncio
+import concurrent.futures
 import logging
 import os
 
+from ..cache import LazyKey, cache_threshold, cached_task, mark_updated, spread
 from ..cluster import Cluster
-from ..http import cache_threshold
-from ..task import DEFAULT_TIMEOUT, STA_NETERR, STA_NORMAL, STA_REQFAIL, Result, Task, Tasks
+from ..task import (DEFAULT_TIMEOUT, STA_NETERR, STA_NORMAL, Result, bounded, failed_task,
+                    wait_future)
 from . import ConnectFailed, PoolExhausted
 
 error_log = logging.getLogger("skitaid")
@@ -27,60 +29,50 @@ def _backend(kind):
 
 
 class Database:
+    """The cluster of an alias; each member state's `backend` is the backend's
+    Member (a pool, or a thread) for that server or file."""
+
     def __init__(self, loop, alias):
         self.name = alias.name
-        self.alias = alias
         self.kind = alias.type
         self.backend = _backend(alias.type)
         self.cluster = Cluster(alias.name, alias.type,
                                [(m.host, m.port, m.weight) for m in alias.members])
-        self.members = {}
         for state, member in zip(self.cluster.members, alias.members):
-            # one server may hold several databases of a cluster
-            state.key = (alias.type, member.host, member.port, member.database, member.user)
-            self.members[state.key] = self.backend.Member(loop, alias, member)
+            state.backend = self.backend.Member(loop, alias, member)
 
-    async def execute(self, member_key, sql, params):
-        if member_key is not None:
-            order = [m for m in self.cluster.members if m.key == member_key]
-        else:
-            order = self.cluster.order()
-        last = None
-        for state in order:
+    def execute(self, member, sql, params):
+        """(rows, rowcount) from `member`, or from the one the cluster picks."""
+        return self.cluster.call(lambda s: s.backend.execute(sql, params), member)
+
+    async def take(self):
+        """(member state, connection) for a transaction, from the least loaded
+        member that can be connected to; in flight there until give_back()."""
+        async def hold(state):
+            conn = await state.backend.take()
             state.inflight += 1
-            try:
-                result = await self.members[state.key].execute(sql, params)
-            except ConnectFailed as e:
-                # nothing was sent: the next member may take the statement
-                self.cluster.failed(state)
-                last = e
-                continue
-            finally:
-                state.inflight -= 1
-            self.cluster.succeeded(state)
-            return result
-        raise last or ConnectFailed("@%s has no member" % self.name)
+            return state, conn
+        return await self.cluster.call(hold)
 
-    def pick(self):
-        return self.members[self.cluster.order()[0].key]
+    async def give_back(self, state, conn, rollback):
+        state.release_one()
+        await state.backend.give_back(conn, rollback)
+
+    def abandon(self, state, conn):
+        state.release_one()
+        state.backend.abandon(conn)
 
     def close(self):
-        for m in self.members.values():
-            m.close()
+        for state in self.cluster.members:
+            state.backend.close()
 
 
-def _mark_updated(keys):
-    from ... import was
-    for key in ((keys,) if isinstance(keys, str) else keys):
-        was.setlu(key)
-
-
-async def _call(db, member_key, sql, params, timeout, meta, rm_cache):
+async def _call(db, engine, member, sql, params, timeout, meta, rm_cache):
     try:
         if timeout:
-            rows, rowcount = await asyncio.wait_for(db.execute(member_key, sql, params), timeout)
+            rows, rowcount = await bounded(db.execute(member, sql, params), timeout)
         else:
-            rows, rowcount = await db.execute(member_key, sql, params)
+            rows, rowcount = await db.execute(member, sql, params)
     except db.backend.IntegrityError as e:
         result = Result(STA_NORMAL, 409, "Conflict", data=[], error=e, meta=meta)
         result.conflict = True
@@ -90,7 +82,7 @@ async def _call(db, member_key, sql, params, timeout, meta, rm_cache):
     except ConnectFailed as e:
         error_log.error("@%s: %s", db.name, e)
         result = Result(STA_NETERR, 502, "Bad Gateway", data=[], error=e, meta=meta)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
+    except asyncio.TimeoutError:
         raise
     except Exception as e:
         # the database's own words go to the error log, not to the client
@@ -101,7 +93,7 @@ async def _call(db, member_key, sql, params, timeout, meta, rm_cache):
         result = Result(STA_NORMAL, 200, "OK", data=rows, meta=meta)
         result.rowcount = rowcount
     if rm_cache and result.status_code in (200, 409, 500):
-        _mark_updated(rm_cache)
+        mark_updated(rm_cache, engine.server_name)
     return result
 
 
@@ -133,29 +125,23 @@ class Stub:
         never into the SQL text."""
         meta = {} if meta is None else meta
         if self.db is None:
-            return Task(result=Result(STA_REQFAIL, error=self.error, meta=meta), meta=meta)
+            return failed_task(self.error, meta)
         if params is not None and not isinstance(params, (tuple, list, dict)):
-            err = TypeError("params must be a tuple, list or dict, not %s"
-                            % type(params).__name__)
-            return Task(result=Result(STA_REQFAIL, error=err, meta=meta), meta=meta)
+            return failed_task(TypeError("params must be a tuple, list or dict, not %s"
+                                         % type(params).__name__), meta)
         engine = self.engine
-        newer_than = None if self.rm_cache else cache_threshold(self.use_cache)
-        base_key = ("db", self.db.name, sql, repr(params))
+        db = self.db
+        timeout = self.timeout
+        rm_cache = self.rm_cache
+        newer_than = None if rm_cache else cache_threshold(self.use_cache, engine.server_name)
 
-        def one(member_key):
-            key = base_key if member_key is None else base_key + (member_key,)
-            if newer_than is not None:
-                hit = engine.cache.get(key, newer_than)
-                if hit is not None:
-                    return Task(result=hit, meta=meta)
-            return Task(engine, _call(self.db, member_key, sql, params, self.timeout, meta,
-                                      self.rm_cache),
-                        cache_key=key, cache_store=engine.cache, meta=meta)
+        cache_key = LazyKey(lambda: ("db", db.name, sql, repr(params)))
 
-        if self.mode == "map":
-            return Tasks([one(m.key) for m in self.db.cluster.members],
-                         timeout=self.timeout or DEFAULT_TIMEOUT)
-        return one(None)
+        def one(member, key):
+            return cached_task(engine, key, newer_than, lambda: _call(
+                db, engine, member, sql, params, timeout, meta, rm_cache), meta, timeout)
+
+        return spread(self.mode, db.cluster, cache_key, one, timeout or DEFAULT_TIMEOUT)
 
 
 class Transaction:
@@ -185,26 +171,26 @@ class Transaction:
         self._open = False         # a BEGIN was sent and no COMMIT/ROLLBACK yet
         self._conn = None
         self._lite = None
-        self._member = db.pick()
+        self._state = None         # the member state (PostgreSQL): counted in flight
         if db.kind == "sqlite3":
-            self._lite = self.db.backend.Transaction(self._member.path, self._member.timeout)
+            # a file of its own in this thread: no pool, nothing to fail over
+            member = db.cluster.order()[0].backend
+            self._lite = db.backend.Transaction(member.path, member.timeout)
         else:
             engine.check_can_wait()
-            pool = self._member.pool
             # the pool itself gives up after pool_timeout (+ connect time)
-            self._conn = self._wait(self._member.take(), pool.timeout + 15, abandon=False)
+            wait = max(s.backend.pool.timeout for s in db.cluster.members) + 15
+            self._state, self._conn = self._wait(db.take(), wait, abandon=False)
 
     def _wait(self, coro, timeout, abandon=True):
-        import concurrent.futures
-        future = self.engine.submit(coro)
         try:
-            return future.result(timeout)
+            return wait_future(self.engine.submit(coro), timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()
             if abandon and self._conn is not None:
                 conn, self._conn = self._conn, None
-                self.engine.loop.call_soon_threadsafe(self._member.abandon, conn)
-            raise TimeoutError("statement on @%s took longer than %g s" % (self.db.name, timeout))
+                self.engine.loop.call_soon_threadsafe(self.db.abandon, self._state, conn)
+            raise TimeoutError("statement on @%s took longer than %g s"
+                               % (self.db.name, timeout)) from None
 
     def _run(self, sql, params):
         if self._lite is None and self._conn is None:
@@ -214,8 +200,8 @@ class Transaction:
         if self._lite is not None:
             rows, rowcount = self._lite.run(sql, params, begin)
         else:
-            rows, rowcount = self._wait(self._member.tx_run(self._conn, sql, params, begin),
-                                        self.timeout)
+            rows, rowcount = self._wait(
+                self._state.backend.tx_run(self._conn, sql, params, begin), self.timeout)
         return rows, rowcount
 
     def execute(self, sql, params=None):
@@ -247,12 +233,13 @@ class Transaction:
             if self._lite is not None:
                 self._lite.conn.execute(verb)
             else:
-                self._wait(self._member.tx_run(self._conn, verb, None, False), self.timeout)
+                self._wait(self._state.backend.tx_run(self._conn, verb, None, False),
+                           self.timeout)
 
     def commit(self):
         self._end("COMMIT")
         if self.rm_cache:
-            _mark_updated(self.rm_cache)
+            mark_updated(self.rm_cache, self.engine.server_name)
 
     def rollback(self):
         self._end("ROLLBACK")
@@ -263,11 +250,11 @@ class Transaction:
             lite, self._lite = self._lite, None
             self._open = False
             lite.end(rollback=True)
-            self._lite = None
         elif self._conn is not None:
             conn, self._conn = self._conn, None
             rollback, self._open = self._open, False
-            self._wait(self._member.give_back(conn, rollback), self.timeout, abandon=False)
+            self._wait(self.db.give_back(self._state, conn, rollback), self.timeout,
+                       abandon=False)
 
     def __enter__(self):
         return self
@@ -282,7 +269,7 @@ class Transaction:
         # waiting, as this may run anywhere (even on the loop thread)
         try:
             if self._conn is not None:
-                self.engine.submit(self._member.give_back(self._conn, True))
+                self.engine.submit(self.db.give_back(self._state, self._conn, True))
                 self._conn = None
             elif self._lite is not None:
                 self._lite.end(rollback=True)

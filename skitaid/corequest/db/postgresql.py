@@ -144,7 +144,6 @@ class Member:
 
     def __init__(self, loop, alias, member):
         self.loop = loop
-        self.member = member
         name = "@%s %s:%d/%s" % (alias.name, member.host, member.port, member.database)
         self.pool = Pool(loop, name, lambda: connect(loop, member), close, usable,
                          alias.max_connections, alias.idle_timeout, alias.pool_timeout)

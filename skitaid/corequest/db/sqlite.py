@@ -41,7 +41,6 @@ class Member:
 
     def __init__(self, loop, alias, member):
         self.loop = loop
-        self.member = member
         self.path = member.database
         self._conn = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -79,9 +78,6 @@ class Transaction:
         if begin:
             self.conn.execute("BEGIN")
         return run(self.conn, sql, params)
-
-    def in_transaction(self):
-        return self.conn.in_transaction
 
     def end(self, rollback):
         try:
