@@ -1,17 +1,18 @@
 """Server push from app code: `skitaid.push('/static/app.css')`.
 
-The WSGI handler binds the exchange being served to the app thread; push()
-then asks that exchange's connection (on the loop) to promise the resource.
-Over HTTP/1.1, or when the client disabled push, it does nothing and says so.
+The WSGI handler sets `current.exchange` to the exchange an app thread is
+serving (None after); push() asks that exchange's connection (on the loop)
+to promise the resource, and `was` reads the request from it for the
+transaction IDs of the app's corequests. Over HTTP/1.1, or when the client
+disabled push, push() does nothing and says so.
 """
 import asyncio
 import threading
 
-_local = threading.local()
 
-
-def bind(exchange):
-    _local.exchange = exchange
+# .exchange: the exchange this thread is serving (None or unset: none). A plain
+# local, not a subclass with a default: setting it twice per request is cheaper.
+current = threading.local()
 
 
 def push_on(exchange, uri):
@@ -31,4 +32,4 @@ def push_on(exchange, uri):
 
 def push(uri):
     """Push `uri` for the request this thread is answering."""
-    return push_on(getattr(_local, "exchange", None), uri)
+    return push_on(getattr(current, "exchange", None), uri)

@@ -15,7 +15,6 @@ thread; with `threads = 0` (apps on the loop) a Task cannot be waited for.
 """
 import itertools
 import os
-import threading
 
 from . import shared
 from .corequest import engine as _engine
@@ -23,17 +22,19 @@ from .corequest import http as _http
 from .corequest.background import run_in, run_subprocess
 from .corequest.rpc import JSONRPCStub, XMLRPCStub
 from .corequest.task import Mask, Result, Task, Tasks  # noqa: F401  (was.Tasks, was.Mask)
+from .push import current as _current
 from .push import push  # noqa: F401  (was.push('/static/app.css') during a request, HTTP/2)
 
-_local = threading.local()
 _gtx_seq = itertools.count(1)
+_ROOT_LTXID = "1000"     # the local ID of a request that starts a call chain
 
 
 # -- the request being served by this thread -----------------------------------
-def bind(request):
-    """The WSGI handler tells `was` which request this thread serves (None: none)."""
-    _local.request = request
-    _local.calls = 0
+def adopt_txn_ids(request, gtxid, ltxid):
+    """For the handlers: keep a caller's X-Gtxn-Id / X-Ltxn-Id values (ltxid
+    may be None) on `request`, for the request log and its corequests' IDs."""
+    request.gtxid = gtxid[:64].replace(" ", "")      # each is one field of the log line
+    request.ltxid = (ltxid or _ROOT_LTXID)[:16].replace(" ", "")
 
 
 def _txn_headers():
@@ -41,19 +42,20 @@ def _txn_headers():
 
     The original Skitai's rule: the first digit group is the call depth, the
     rest a sequence — request 1000 calls out as 2001, 2002…; 2001 as 3002…"""
-    request = getattr(_local, "request", None)
-    if request is None:
+    exchange = getattr(_current, "exchange", None)
+    if exchange is None:
         return ()
+    request = exchange.request
     if request.gtxid is None:
         request.gtxid = "GTID-C%d-R%d" % (os.getpid(), next(_gtx_seq))
     if request.ltxid is None:
-        request.ltxid = "1000"
+        request.ltxid = _ROOT_LTXID
     try:
         ltxid = int(request.ltxid)
     except ValueError:
         ltxid = 1000
-    _local.calls += 1
-    child = (ltxid // 1000 + 1) * 1000 + ltxid % 1000 + _local.calls
+    request.calls += 1
+    child = (ltxid // 1000 + 1) * 1000 + ltxid % 1000 + request.calls
     return (("X-Gtxn-Id", request.gtxid), ("X-Ltxn-Id", str(child)))
 
 
@@ -75,9 +77,7 @@ class _Verb:
         return _request(self.method, url, data, headers, auth, use_cache, timeout, "lb",
                         upload=self.upload, meta=meta)
 
-    def lb(self, url, data=None, headers=None, auth=None, use_cache=True, timeout=None,
-           meta=None):
-        return self(url, data, headers, auth, use_cache, timeout, meta)
+    lb = __call__
 
     def map(self, url, data=None, headers=None, auth=None, use_cache=True, timeout=None,
             meta=None):
@@ -149,16 +149,12 @@ def stub(base, headers=None, auth=None, use_cache=True, timeout=None):
     return Stub(base, headers, auth, "lb", use_cache, timeout)
 
 
-def _rpc_call(method, url, data, headers, **options):
-    return _request(method, url, data, headers, **options)
-
-
 def xmlrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
-    return XMLRPCStub(_rpc_call, url, headers, auth, "lb", use_cache, timeout)
+    return XMLRPCStub(_request, url, headers, auth, "lb", use_cache, timeout)
 
 
 def jsonrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
-    return JSONRPCStub(_rpc_call, url, headers, auth, "lb", use_cache, timeout)
+    return JSONRPCStub(_request, url, headers, auth, "lb", use_cache, timeout)
 
 
 # -- databases -------------------------------------------------------------------------
@@ -173,8 +169,7 @@ class _Db:
         from .corequest.db.client import Stub as DbStub
         return DbStub(_engine.current(), alias, dbtype, "lb", use_cache, rm_cache, timeout)
 
-    def lb(self, alias, dbtype=None, use_cache=True, rm_cache=None, timeout=None):
-        return self(alias, dbtype, use_cache, rm_cache, timeout)
+    lb = __call__
 
     def map(self, alias, dbtype=None, use_cache=True, rm_cache=None, timeout=None):
         from .corequest.db.client import Stub as DbStub

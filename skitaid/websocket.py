@@ -54,7 +54,7 @@ WS_MSG_JSON = "json"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_PING_INTERVAL = 20.0
 
-UPGRADE_KEY = "skitaid.websocket.upgrade"
+UPGRADE_KEY = _ws.UPGRADE_KEY
 
 _local = threading.local()   # the environ of the upgrade request this thread is serving
 

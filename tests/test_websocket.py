@@ -81,6 +81,18 @@ def pusher(ws, n):
         ws.send("push %d" % i)
 
 
+@app.route("/pull")
+@skitaid.websocket(60)
+def pull():
+    # a plain function in the default mode: it pulls with receive()
+    ws = request.environ["websocket"]
+    while True:
+        message = ws.receive()
+        if message is None:
+            return
+        ws.send("%s:%s" % (threading.current_thread().name, message))
+
+
 @app.route("/threadsafe")
 @skitaid.websocket(60, skitaid.WS_THREADSAFE)
 def threadsafe():
@@ -658,5 +670,26 @@ def test_threads_0_runs_the_generator_on_the_loop(tmp_path):
         with connect("ws://127.0.0.1:%d/dedicated" % s.port) as ws:   # still its own thread
             ws.send("hi")
             assert ws.recv(timeout=5).startswith("skitaid-ws-")
+    finally:
+        s.stop()
+
+
+def test_receive_style_view_does_not_hold_an_app_thread(tmp_path):
+    # threads=1: a plain-function view open for the whole connection must not
+    # take the only app thread, or no HTTP request would be answered meanwhile
+    script = APP_SCRIPT.replace("threads=4", "threads=1")
+    (tmp_path / "app.py").write_text(script)
+    s = ServerProc([sys.executable, str(tmp_path / "app.py")], str(tmp_path))
+    try:
+        with connect("ws://127.0.0.1:%d/pull" % s.port) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5).endswith(":hi")
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+            c.request("GET", "/")
+            r = c.getresponse()
+            assert r.status == 200 and r.read() == b"plain page"
+            c.close()
+            ws.send("again")
+            assert ws.recv(timeout=5).endswith(":again")
     finally:
         s.stop()

@@ -810,6 +810,25 @@ def test_debug_500_page_has_traceback(serve, threads):
     assert s.wait_log("debug-visible")
 
 
+NONE_SCRIPT = '''
+import os, skitaid
+def app(environ, start_response):
+    return None             # not an iterable: a broken app
+skitaid.mount("/", app)(port=int(os.environ["PORT"]), threads=int(os.environ.get("THREADS", "2")))
+'''
+
+
+@pytest.mark.parametrize("threads", ["2", "0"])
+def test_app_returning_none_gives_500_with_or_without_upgrade(serve, threads):
+    s = serve(NONE_SCRIPT, env={"THREADS": threads})
+    for headers in ({}, {"Upgrade": "websocket", "Connection": "Upgrade"},
+                    {"Upgrade": "something/1", "Connection": "Upgrade"}):
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        r, body = request(s, "GET", "/", headers=headers, conn=c)
+        assert r.status == 500, headers
+        c.close()
+
+
 # -- thread pool ------------------------------------------------------------------------
 
 def test_threads_run_apps_concurrently(srv):

@@ -49,7 +49,7 @@ class RPCStub:
     kind = ""
 
     def __init__(self, call, url, headers=None, auth=None, mode="lb", use_cache=True, timeout=None):
-        # call(method, url, data, headers, **options) → Task; the was facade's request()
+        # call(method, url, data, headers, **options) → Task: was._request
         self._request = call
         self._url = url
         self._headers = headers

@@ -17,8 +17,10 @@ The forward proxy also opens CONNECT tunnels (ForwardProxyHandler).
 import asyncio
 import time
 
+from ..exchange import header_tokens
 from ..logs import error_log
 from ..corequest.client import ConnectFailed
+from ..was import adopt_txn_ids
 from .errors import error_response
 
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -28,16 +30,12 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
 
 
-def _tokens(value):
-    return {t.strip().lower() for t in value.split(",")}
-
-
 def wants_websocket(exchange):
     """An HTTP/1.1 `Upgrade: websocket` this connection can hand over."""
     request = exchange.request
     upgrade = request.header("upgrade")
-    return (upgrade is not None and "websocket" in _tokens(upgrade)
-            and "upgrade" in _tokens(request.header("connection") or "")
+    return (upgrade is not None and "websocket" in header_tokens(upgrade)
+            and "upgrade" in header_tokens(request.header("connection") or "")
             and request.method == "GET" and not request.content_length and not request.chunked
             and getattr(exchange, "switch_protocol", None) is not None)
 
@@ -72,10 +70,10 @@ class _Stream:
                 self.head.set_result(None)
             return
         ex = self.exchange
-        drop = set(HOP_BY_HOP)
+        drop = HOP_BY_HOP
         for name, value in headers:
             if name.lower() == "connection":
-                drop.update(t.strip().lower() for t in value.split(","))
+                drop = drop | header_tokens(value)
         out = []
         length = None
         for name, value in headers:
@@ -120,6 +118,11 @@ class _Stream:
         if not self.done.done():
             self.done.set_result(keep_alive)
 
+    def time_out(self, conn):
+        """`backend_timeout` passed without a head: fail the request (504)."""
+        if not self.head.done():
+            conn._fail(asyncio.TimeoutError())
+
     def on_error(self, exc):
         if not self.head.done():
             self.head.set_exception(exc)
@@ -159,11 +162,11 @@ class ProxyHandler:
         return path + ("?" + request.query if request.query else "")
 
     def _headers(self, request, member, upgrade=False):
-        drop = set(HOP_BY_HOP)
+        drop = HOP_BY_HOP
         forwarded_for = None
         for name, value in request.headers:
             if name == "connection":
-                drop.update(t.strip().lower() for t in value.split(","))
+                drop = drop | header_tokens(value)
         out = []
         if upgrade:
             # a WebSocket handshake: these two are for the backend this time
@@ -206,9 +209,8 @@ class ProxyHandler:
         request = exchange.request
         if request.gtxid is None:
             gtxid = request.header("x-gtxn-id")
-            if gtxid:
-                request.gtxid = gtxid[:64].replace(" ", "")
-                request.ltxid = (request.header("x-ltxn-id") or "-")[:16].replace(" ", "")
+            if gtxid:           # passed on as they are; kept for the request log
+                adopt_txn_ids(request, gtxid, request.header("x-ltxn-id"))
         has_body = request.content_length or request.chunked
         retry_ok = request.method in IDEMPOTENT and not has_body
         tried = 0
@@ -252,6 +254,7 @@ class ProxyHandler:
         default_port = 443 if member.key[0] == "https" else 80
         host_header = host if member.port == default_port else "%s:%d" % (host, member.port)
         sent_body = False
+        timer = None
         try:
             conn.start(stream, request.method, target, self._headers(request, member, upgrade),
                        host_header, None)
@@ -259,7 +262,9 @@ class ProxyHandler:
             if has_body:
                 sent_body = True
                 await self._send_body(request, conn, request.chunked)
-            await asyncio.wait_for(asyncio.shield(stream.head), self.timeout)
+            # a plain timer, not wait_for: no extra task and future per request
+            timer = self.loop.call_later(self.timeout, stream.time_out, conn)
+            await stream.head
         except asyncio.TimeoutError:
             conn.close()
             raise
@@ -273,6 +278,9 @@ class ProxyHandler:
         except BaseException:
             conn.close()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if stream.switch is not None:
             self._tunnel(exchange, conn, stream.switch, member)
             return

@@ -9,7 +9,8 @@ code where its mode says:
 
 - shared pool (default): each message is one pool job that steps the app's
   generator; a connection's messages are handled one at a time, in order.
-- dedicated (WS_DEDICATED, WS_THREADSAFE): one thread per connection.
+- dedicated (WS_DEDICATED, WS_THREADSAFE, and any plain function that pulls
+  with ws.receive()): one thread per connection.
 - group chat (WS_GROUPCHAT): pool jobs like the default, and what the app
   yields goes to every connection of the same room.
 - threads = 0: the generator is stepped on the loop itself.
@@ -18,6 +19,7 @@ import collections
 import json
 import threading
 
+from ..exchange import header_tokens
 from ..logs import error_log
 from ..protocols import websocket as wsp
 from ..protocols.wsconn import OPEN, WSConnection
@@ -29,6 +31,7 @@ BATCH = 32                    # messages one pool job handles before yielding it
 START = object()              # inbox item: run onopen and prime the generator
 
 SESSION_KEY = "skitaid.websocket.session"
+UPGRADE_KEY = "skitaid.websocket.upgrade"   # the Upgrade header, out of HTTP_UPGRADE (routing)
 
 
 class HandshakeError(Exception):
@@ -39,23 +42,19 @@ class HandshakeError(Exception):
         self.headers = list(headers)
 
 
-def _tokens(value):
-    return {t.strip().lower() for t in value.split(",")}
-
-
 def check_handshake(env):
     """Validate an RFC 6455 opening handshake from a WSGI environ; returns
     the client's key or raises HandshakeError."""
     version_hdr = [("Sec-WebSocket-Version", "13")]
-    upgrade = env.get("skitaid.websocket.upgrade") or env.get("HTTP_UPGRADE")
+    upgrade = env.get(UPGRADE_KEY) or env.get("HTTP_UPGRADE")
     if not upgrade:
         raise HandshakeError("426 Upgrade Required", "a WebSocket endpoint: upgrade required",
                              [("Upgrade", "websocket"), ("Connection", "Upgrade")] + version_hdr)
     if env.get("REQUEST_METHOD") != "GET":
         raise HandshakeError("400 Bad Request", "WebSocket handshake must be a GET", version_hdr)
-    if "websocket" not in _tokens(upgrade):
+    if "websocket" not in header_tokens(upgrade):
         raise HandshakeError("400 Bad Request", "Upgrade is not websocket", version_hdr)
-    if "upgrade" not in _tokens(env.get("HTTP_CONNECTION", "")):
+    if "upgrade" not in header_tokens(env.get("HTTP_CONNECTION", "")):
         raise HandshakeError("400 Bad Request", "Connection header lacks 'upgrade'", version_hdr)
     if env.get("SERVER_PROTOCOL") != "HTTP/1.1":
         raise HandshakeError("400 Bad Request", "WebSocket handshake needs HTTP/1.1", version_hdr)
@@ -237,7 +236,8 @@ class Session:
         self.headers = headers      # of the 101 answer
         self.deflate = deflate
         self.pool = pool
-        self.dedicated = dedicated or (pool is None and func is not None)
+        # a plain function holds its thread for the whole connection: never a pool thread
+        self.dedicated = dedicated or func is not None
         self.conn = None
         self.loop = ws.loop
         self._cond = threading.Condition(threading.Lock())
@@ -270,8 +270,6 @@ class Session:
                 self._inbox.append(START)
             threading.Thread(target=self._thread_main, daemon=True,
                              name="skitaid-ws-%d" % ws.client_id).start()
-        elif self.func is not None:
-            self.pool.submit(self._thread_main)   # a pool thread runs the function
         else:
             self._put(START)
 
@@ -304,7 +302,7 @@ class Session:
             over = len(self._inbox) > INBOX_MESSAGES or self._bytes > INBOX_BYTES
             if over:
                 self._input_paused = True
-            if self.dedicated or self.func is not None:
+            if self.dedicated:
                 self._cond.notify()
             elif not self._running:
                 self._running = True

@@ -15,8 +15,8 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
-from .. import was
-from ..push import bind as _bind_push
+from ..push import current as _current
+from ..was import adopt_txn_ids
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..websocket import accepted_session, call_app
@@ -25,6 +25,7 @@ from . import websocket as ws_handler
 from .errors import error_response
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
+_SWITCHED = object()             # _call(): a WebSocket view took the connection over
 
 
 class FileWrapper:
@@ -179,7 +180,7 @@ class WSGIHandler:
         self.script_name = "" if prefix == "/" else prefix
         self.worker = worker
         self.loop = worker.loop
-        self.loop_thread = threading.get_ident()    # built on the loop thread
+        self.loop_thread = worker.corequests.loop_thread
         self.pool = worker.pool
         self.debug = worker.config.debug
         self.estimated_timeout = worker.config.estimated_timeout
@@ -253,10 +254,27 @@ class WSGIHandler:
             else:
                 env[key] = value
         gtxid = env.get("HTTP_X_GTXN_ID")
-        if gtxid is not None:           # a call chain: keep its IDs for the log and our calls
-            req.gtxid = gtxid[:64].replace(" ", "")      # one field of the log line
-            req.ltxid = env.get("HTTP_X_LTXN_ID", "1000")[:16].replace(" ", "")
+        if gtxid:                       # a call chain: keep its IDs for the log and our calls
+            adopt_txn_ids(req, gtxid, env.get("HTTP_X_LTXN_ID"))
         return env
+
+    def _call(self, exchange, resp):
+        """Call the app: its response iterable, or _SWITCHED when a WebSocket
+        view accepted an Upgrade (it answered 101 and left a session; the
+        switch happens on the loop)."""
+        env = self.environ(exchange)
+        if "HTTP_UPGRADE" not in env:
+            return self.app(env, resp.start_response)
+        result = call_app(self.app, env, resp.start_response,
+                          self.loop, self.loop_thread, self.pool)
+        session = accepted_session(env, resp.status)
+        if session is None:
+            return result
+        _close(result)
+        resp.started = True
+        exchange.t_handled = time.monotonic()
+        self._on_loop(ws_handler.switch, self.worker, exchange, session)
+        return _SWITCHED
 
     def _run_inline(self, exchange):
         """threads = 0: the app runs on the loop; the body is complete."""
@@ -264,17 +282,12 @@ class WSGIHandler:
             return
         resp = _InlineResponse(exchange, self.loop)
         result = None
-        _bind_push(exchange)
-        was.bind(exchange.request)
+        _current.exchange = exchange
         try:
-            env = self.environ(exchange)
-            if "HTTP_UPGRADE" in env:
-                result = self._call_upgrade(exchange, env, resp)
-                if result is None:
-                    return
-            else:
-                result = self.app(env, resp.start_response)
-            if type(result) is list and not resp.started:
+            result = self._call(exchange, resp)
+            if result is _SWITCHED:
+                result = None
+            elif type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result, exchange.respond)
             elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
                 owned, result = result, None      # sendfile: the file never passes through Python
@@ -286,7 +299,7 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
-            _bind_push(None)
+            _current.exchange = None
             if result is not None:
                 _close(result)
 
@@ -321,17 +334,13 @@ class WSGIHandler:
             return
         resp = _Response(exchange, self.loop)
         result = None
-        _bind_push(exchange)
-        was.bind(exchange.request)      # corequests made by the app carry its transaction IDs
+        # push() and the transaction IDs of the app's corequests find the request here
+        _current.exchange = exchange
         try:
-            env = self.environ(exchange)
-            if "HTTP_UPGRADE" in env:
-                result = self._call_upgrade(exchange, env, resp)
-                if result is None:
-                    return
-            else:
-                result = self.app(env, resp.start_response)
-            if type(result) is list and not resp.started:
+            result = self._call(exchange, resp)
+            if result is _SWITCHED:
+                result = None
+            elif type(result) is list and not resp.started:
                 self._respond_list(exchange, resp, result,
                                    lambda *a: self.loop.call_soon_threadsafe(exchange.respond, *a))
             elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
@@ -349,24 +358,9 @@ class WSGIHandler:
         except Exception:
             self._app_error(exchange, resp)
         finally:
-            _bind_push(None)
+            _current.exchange = None
             if result is not None:
                 _close(result)
-
-    def _call_upgrade(self, exchange, env, resp):
-        """A request asking to switch protocols: a WebSocket view accepting
-        it answers 101 and leaves a session; the switch happens on the loop.
-        None when switched, else the app's ordinary response."""
-        result = call_app(self.app, env, resp.start_response,
-                          self.loop, self.loop_thread, self.pool)
-        session = accepted_session(env, resp.status)
-        if session is None:
-            return result
-        _close(result)
-        resp.started = True
-        exchange.t_handled = time.monotonic()
-        self._on_loop(ws_handler.switch, self.worker, exchange, session)
-        return None
 
     def _respond_list(self, exchange, resp, result, respond):
         if resp.status is None:

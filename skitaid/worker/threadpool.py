@@ -19,6 +19,7 @@ class ThreadPool:
         self.avg_service = 0.0     # moving average of a job's run time, seconds
         self._samples = 0          # jobs averaged so far, up to 32
         self.last_done = time.monotonic()   # when a job last finished (hang detection)
+        self._waiting_since = None  # first stalled_for() call that saw jobs waiting
         for i in range(size):
             t = threading.Thread(target=self._run, name="%s-%d" % (name, i), daemon=True)
             t.start()
@@ -33,7 +34,7 @@ class ThreadPool:
 
     def _run(self):
         get = self._queue.get
-        clock = time.perf_counter
+        clock = time.monotonic
         while True:
             job = get()
             if job is _STOP:
@@ -52,14 +53,24 @@ class ThreadPool:
             n = self._samples
             if n < 32:
                 n = self._samples = n + 1
-            self.avg_service += (clock() - t0 - self.avg_service) / n
-            self.last_done = time.monotonic()
+            done = clock()
+            self.avg_service += (done - t0 - self.avg_service) / n
+            self.last_done = done
 
     def stalled_for(self, now):
-        """Seconds jobs have been waiting while no thread finished anything (0: not stalled)."""
+        """Seconds jobs have been waiting while no thread finished anything (0: not stalled).
+
+        Called by the worker's once-a-second sweep, which also notes when it
+        first saw jobs waiting: after an idle spell, last_done alone would make
+        the first job queued look stalled for the whole spell. Nothing is
+        timed per job for this; the figure is at most one sweep short."""
         if self._queue.empty():
+            self._waiting_since = None
             return 0.0
-        return now - self.last_done
+        since = self._waiting_since
+        if since is None:
+            since = self._waiting_since = now
+        return now - max(since, self.last_done)
 
     def shutdown(self, timeout=None):
         for _ in self._threads:

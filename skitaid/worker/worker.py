@@ -56,7 +56,6 @@ class Worker:
         self.handshaking = weakref.WeakSet()
         self.servers = []
         self.requests = 0
-        self.rejected = 0
         self._stop = None
         self._stopping = False
         self._flush_queue = []
@@ -238,7 +237,6 @@ class Worker:
 
     def count_rejected(self, status, detail, client):
         # Debug level: a flood of garbage requests must not become a flood of log lines.
-        self.rejected += 1
         error_log.debug("rejected request from %s: %d %s", client[0] if client else "-", status, detail)
 
     def log_exception(self, what):
