@@ -202,7 +202,7 @@ def Process(target, *args, **kwargs):
 def Subprocess(command, timeout=300):
     """Run a command (str: through the shell; list: directly): a Task whose data is stdout."""
     engine = _engine.current()
-    return Task(engine, run_subprocess(command, timeout, {}))
+    return Task(engine, run_subprocess(command, timeout, {}), timeout=timeout)
 
 
 # -- state shared by all workers of the server ----------------------------------------
