@@ -4,8 +4,6 @@ Host groups are picked by the Host header (exact name, then ".suffix"
 names, then `*`/`default`); inside a group the longest mount prefix wins,
 and at the same prefix an existing static file wins over the app.
 """
-import asyncio
-
 from .apps import load_app
 from .config.model import ALIAS, APP, STATIC
 from .handlers.errors import error_response
@@ -17,10 +15,10 @@ class _RefuseConnect:
 
     @staticmethod
     def handle(exchange, resolved=None):
-        # after this loop pass: the connection marks the exchange its last first
+        # (the connection closes after it: the protocol made the exchange its last)
         status, headers, body = error_response(405, "this server is not a proxy")
         headers.append(("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"))
-        asyncio.get_running_loop().call_soon(exchange.respond, status, headers, body)
+        exchange.respond(status, headers, body)
 
 
 class Mount:

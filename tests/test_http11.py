@@ -646,6 +646,31 @@ def test_app_connection_close_is_honoured(server):
     assert_server_ok(server.port)
 
 
+UPGRADE_APP = r'''
+import os, skitaid
+skitaid.mount("/files", os.path.join(os.path.dirname(os.path.abspath(__file__)), "files"))
+skitaid.run(address="127.0.0.1", port=int(os.environ["PORT"]), request_log=False, keep_alive=30)
+'''
+
+
+@pytest.mark.parametrize("path,status", [("/files/a.txt", 200), ("/nothing/here", 404)])
+def test_upgrade_answered_at_once_is_the_last_response(serve, tmp_path, path, status):
+    """An Upgrade request answered in HTTP/1.1 on the spot (a static file, a
+    404): nothing after its head is read, so its answer says close and the
+    connection closes. A request pipelined before it is answered as usual."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_bytes(b"static")
+    s = serve(UPGRADE_APP)
+    with Conn(s.port) as c:
+        c.send(get("/files/a.txt")
+               + get(path, extra=b"Upgrade: websocket\r\nConnection: Upgrade\r\n"))
+        r = c.response()
+        assert (r.status, r.body) == (200, b"static") and r.header("connection") is None
+        r = c.response()
+        assert r.status == status and r.header("connection") == "close"
+        assert c.eof()
+
+
 # -- malformed requests ----------------------------------------------------------------------------
 
 MALFORMED = {

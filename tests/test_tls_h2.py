@@ -7,6 +7,7 @@ http2 / forward config keys.
 The self-signed certificate is made at run time with `openssl`.
 """
 import asyncio
+import base64
 import hashlib
 import os
 import signal
@@ -24,7 +25,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import ServerProc, free_port, wait_for
+from conftest import ROOT, ServerProc, free_port, wait_for
 
 MB = 1024 * 1024
 
@@ -371,6 +372,78 @@ def test_curl_upgrade_with_body(clear, tmp_path, size):
     assert b"< HTTP/2 200" in out.stderr
     assert out.stdout.decode() == "%d %s" % (size, hashlib.sha256(data).hexdigest())
     no_app_errors(clear)
+
+
+def test_upgrade_pipelined_behind_a_request_answers_in_order(clear):
+    """A request answered at once, then an h2c upgrade, in one write: the
+    first request's response goes out before the 101, then stream 1's."""
+    settings = base64.urlsafe_b64encode(SettingsFrame(0, settings={
+        SettingsFrame.MAX_CONCURRENT_STREAMS: 100}).serialize_body()).rstrip(b"=")
+    sock = socket.create_connection(("127.0.0.1", clear.port), timeout=10)
+    sock.sendall(b"GET /static/app.css HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /hello/b HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                 b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf.partition(b"HTTP/1.1 101 ")[2]:
+        data = sock.recv(65536)
+        assert data, buf
+        buf += data
+    first, _, rest = buf.partition(b"HTTP/1.1 101 ")
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(CSS), buf
+    frames = rest.partition(b"\r\n\r\n")[2]
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+    while b"hello /b HTTP/2" not in frames:      # (DATA frames carry it as is)
+        data = sock.recv(65536)
+        assert data, frames
+        frames += data
+    sock.close()
+
+
+UNIX_APP = r'''
+import os, skitaid
+
+def env(environ, start_response):
+    keys = ("SERVER_PROTOCOL", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT")
+    body = " ".join(environ.get(k, "-") for k in keys).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+skitaid.mount("/", env)
+skitaid.run(address="unix:" + os.environ["SOCK"], threads=2, request_log=False)
+'''
+
+
+def test_h2c_on_a_unix_socket(tmp_path):
+    """A UNIX-socket listener has no addresses or ports to speak of, over
+    HTTP/2 as over HTTP/1.1 (its sockname is a path, not an address)."""
+    (tmp_path / "app.py").write_text(UNIX_APP)
+    path = str(tmp_path / "s.sock")
+    env = dict(os.environ, SOCK=path, PYTHONUNBUFFERED="1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "app.py")], cwd=str(tmp_path),
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def up():
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+                return True
+            except OSError:
+                return proc.poll() is not None
+    try:
+        assert wait_for(up, 15) and proc.poll() is None, (tmp_path / "log").read_text()
+        got = {}
+        for name, kw in (("1.1", {}), ("2", {"http1": False, "http2": True})):
+            with httpx.Client(transport=httpx.HTTPTransport(uds=path, **kw)) as c:
+                r = c.get("http://example.com/x")
+                assert r.status_code == 200
+                got[name] = r.text
+        assert got == {"1.1": "HTTP/1.1 example.com 0 unix 0",
+                       "2": "HTTP/2 example.com 0 unix 0"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 def test_nghttp_sees_push_promise(clear):

@@ -6,8 +6,10 @@ import time
 
 import httptools
 
+from ..exchange import host_without_port
 from ..http_status import status_line
 from . import dates
+from .base import addresses
 
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 LIMIT = 64 * 1024     # bytes of head we read before giving up on a client
@@ -83,10 +85,9 @@ class ForwardConnection(asyncio.Protocol):
                 return None
         host = self.domain
         if not host:
-            raw = (self._host or "").strip()
-            host = raw.rpartition(":")[0] if ":" in raw and not raw.endswith("]") else raw
+            host = host_without_port((self._host or "").strip())
             if not host:
-                host = self.transport.get_extra_info("sockname")[0]
+                host = addresses(self.transport)[1][0]
                 if ":" in host:
                     host = "[%s]" % host
         if not _HOST.fullmatch(host) or any(c in url for c in "\r\n "):
@@ -115,9 +116,6 @@ class ForwardConnection(asyncio.Protocol):
             self.transport.close()
 
     # -- what the worker calls --------------------------------------------------------
-    def flush(self):
-        pass
-
     def close_now(self):
         self.closing = True
         self.transport.abort()

@@ -14,9 +14,10 @@ from collections import deque
 import httptools
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
-from ..exchange import Exchange, Request
+from ..exchange import Exchange, Request, host_without_port
 from ..http_status import status_code, status_line
 from . import dates, h2c
+from .base import Batched, addresses
 
 SERVER_HEADER = b"Server: skitaid\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -49,7 +50,7 @@ class H1Exchange(Exchange):
 
     __slots__ = ("conn", "request", "is_head", "closed", "status", "sent",
                  "head_sent", "chunked", "keep_alive", "done", "t_start",
-                 "t_handled", "version", "_drain_waiter", "ws", "remaining")
+                 "t_handled", "version", "remaining")
 
     def __init__(self, conn, request, keep_alive, version):
         self.conn = conn
@@ -304,7 +305,7 @@ class _ExpectExchange(H1Exchange):
         return head
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(Batched):
     """One client connection (HTTP/1.0 and 1.1)."""
 
     def __init__(self, worker, scheme="http"):
@@ -337,7 +338,6 @@ class H1Connection(asyncio.Protocol):
         self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
         self._upgrade_tail = None  # bytes after a head that asked to switch protocols
-        self._fresh = True         # no request begun yet on this connection
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
@@ -348,12 +348,7 @@ class H1Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
-        self.client = transport.get_extra_info("peername")
-        self.server = transport.get_extra_info("sockname")
-        if not isinstance(self.server, tuple):
-            # a UNIX socket (a proxy in front): no addresses or ports to speak of
-            self.server = ("localhost", 0)
-            self.client = ("unix", 0)
+        self.client, self.server = addresses(transport)
         if self.scheme == "http":
             sock = transport.get_extra_info("socket")
             self.fd = sock.fileno() if sock is not None else None
@@ -381,10 +376,6 @@ class H1Connection(asyncio.Protocol):
             ex.closed = True
         self._queue.clear()
         self._wake_drain()
-
-    def pause_writing(self):
-        self.write_paused = True
-        self._paused_since = time.monotonic()
 
     def resume_writing(self):
         self.write_paused = False
@@ -447,10 +438,11 @@ class H1Connection(asyncio.Protocol):
             self.reject(e.status, e.detail)
             return
         except httptools.HttpParserUpgrade as e:
+            rest = data[e.args[0]:]     # after the head: not HTTP/1.1
             if self._h2c_request is not None:
-                h2c.switch(self, data[e.args[0]:])
-                return
-            self._upgrade_requested(data, e)       # WebSocket (handlers/websocket.py)
+                h2c.switch(self, rest)
+            else:
+                self._upgrade_requested(rest)     # WebSocket, tunnels
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
@@ -486,7 +478,6 @@ class H1Connection(asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------
     def on_message_begin(self):
-        self._fresh = False
         self._in_head = True
         self._head_bytes = -1
         self._head_started = self.last_active
@@ -569,27 +560,35 @@ class H1Connection(asyncio.Protocol):
             if version == "1.1":
                 raise _Reject(400, "missing Host header")
             host = ""
-        req.host = host.rpartition(":")[0].lower() if ":" in host and not host.endswith("]") else host.lower()
         if authority:
             # RFC 9112 3.2.2: the authority of an absolute-form target wins
             req.host = authority.decode("latin-1").lower()
+        else:
+            req.host = host_without_port(host)
         req.content_length = length
         req.chunked = chunked
         if length is not None and length > self.limits.max_upload_size:
             raise _Reject(413, "request body too large")
-        if length or chunked:
-            expect = expect and version == "1.1"    # 1.0 clients do not wait for 100
+        has_body = length or chunked
+        if has_body:
+            # (1.0 clients do not wait for 100)
+            expect = req.expect_continue = expect and version == "1.1"
+        # Upgrade + Connection: upgrade, or CONNECT: llhttp stops after this
+        # head (HttpParserUpgrade in data_received), so its HTTP answer is the
+        # connection's last
+        upgrade = parser.should_upgrade()
+        if upgrade and self._h2c and h2c.wants_upgrade(self, req):
+            return      # the connection becomes HTTP/2 after this head (h2c.switch)
+        if has_body:
             req.body = RequestBody(self, self.loop, expect)
-            req.expect_continue = expect
             ex_class = _ExpectExchange if expect else H1Exchange
         else:
             req.body = EMPTY_BODY
             ex_class = H1Exchange
-        if self._h2c and h2c.wants_upgrade(self, req):
-            return      # the connection becomes HTTP/2 after this head (h2c.switch)
         self._parsing = req
         self.state = BUSY
-        ex = ex_class(self, req, parser.should_keep_alive() and not self.closing, version)
+        ex = ex_class(self, req, parser.should_keep_alive() and not self.closing and not upgrade,
+                      version)
         if self.current is None:
             self.current = ex
             self.worker.dispatch(ex)
@@ -661,26 +660,8 @@ class H1Connection(asyncio.Protocol):
         if cur is not None and not cur.head_sent and not self.closing:
             self.send(CONTINUE)
 
-    # -- output: batched per loop iteration --------------------------------------
-    def send(self, data):
-        """Queue bytes for the socket; the worker flushes all connections once
-        per loop iteration, which batches pipelined responses and keeps writes
-        out of the read path (measurably faster under load)."""
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self.worker.queue_flush(self)
-        else:
-            out.append(data)
-
-    def flush(self):
-        out = self._out
-        if out is not None:
-            self._out = None
-            if self.transport.is_closing():
-                return
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
+    # -- input flow ------------------------------------------------------------------
+    # (output: send() / flush() from base.Batched, batched per loop iteration)
     def body_paused(self):
         self._body_paused = True
         self._pause_reading()
@@ -702,20 +683,13 @@ class H1Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- protocol switch (Upgrade) ---------------------------------------------------
-    def _upgrade_requested(self, data, exc):
+    def _upgrade_requested(self, tail):
         """llhttp stopped after a head asking to switch protocols (already
-        dispatched). Keep the bytes after it for the new protocol and read
-        nothing more: the handler either switches (switch_protocol) or
-        answers in HTTP, after which the connection closes."""
-        offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
-        self._upgrade_tail = bytes(data[offset:])
-        # only the upgrade request's own HTTP answer closes the connection:
-        # requests pipelined before it are answered as usual
-        ex = self._queue[-1] if self._queue else self.current
-        if ex is not None:
-            ex.keep_alive = False
-        else:
-            self.closing = True
+        dispatched, not keep-alive). Keep the bytes after it for the new
+        protocol and read nothing more: the handler either switches
+        (switch_protocol) or answers in HTTP, after which the connection
+        closes. Requests pipelined before it are answered as usual."""
+        self._upgrade_tail = tail
         if not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -732,17 +706,22 @@ class H1Connection(asyncio.Protocol):
         self._upgrade_tail = None
         lines = "".join("%s: %s\r\n" % h for h in headers).encode("latin-1")
         self.send(status_line(status) + dates.header() + SERVER_HEADER + lines + b"\r\n")
-        self.flush()
         ex.status = status_code(status)
         ex.head_sent = ex.done = True
         self.current = None
-        self.state = LINGER        # (this object is done; the sweeper no longer sees it)
-        self.worker.connections.discard(self)
         self.worker.exchange_finished(ex)
-        transport = self.transport
-        transport.set_protocol(protocol)
-        protocol.takeover(transport, tail)
+        self._hand_off(protocol)
+        protocol.takeover(self.transport, tail)
         return True
+
+    def _hand_off(self, protocol):
+        """Give the transport to `protocol` (WebSocket, a tunnel, HTTP/2):
+        what is queued goes out first, in order, and this object is done."""
+        self.flush()
+        self.closing = True
+        self.state = LINGER        # (the sweeper no longer sees it)
+        self.worker.connections.discard(self)
+        self.transport.set_protocol(protocol)
 
     # -- errors and closing --------------------------------------------------------
     def reject(self, status, detail):
@@ -805,21 +784,14 @@ class H1Connection(asyncio.Protocol):
         self.flush()
         self.transport.write_eof()
 
-    def close_soon(self):
-        self.closing = True
-        self.flush()
-        self.transport.close()
-
-    def close_now(self):
-        self.closing = True
-        self.transport.abort()
-
     def _grace(self, now):
         """A connection accepted moments ago whose first request may be on its way:
         closing it now would fail a client that did nothing wrong (no retry rule
         covers a fresh connection). It gets FRESH_GRACE to send that request,
         which is then answered with Connection: close."""
-        return self._fresh and self.state == IDLE and now - self.last_active < FRESH_GRACE
+        # (no head begun yet on this connection: _head_started still unset)
+        return not self._head_started and self.state == IDLE \
+            and now - self.last_active < FRESH_GRACE
 
     def close_idle(self):
         """Graceful stop: close if nothing is in flight."""

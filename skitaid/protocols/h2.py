@@ -32,11 +32,12 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
-from ..exchange import Exchange, Request
+from ..exchange import Exchange, Request, host_without_port
 from ..handlers.errors import error_response
 from ..http_status import status_code
 from ..push import push_on
 from . import dates
+from .base import Connection, addresses
 
 MAX_STREAMS = 100                   # concurrent streams a client may open
 STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
@@ -72,10 +73,6 @@ class Budget:
             return False
         self.tokens = tokens - 1.0
         return True
-
-
-def _date_value():
-    return dates.header()[6:-2].decode("ascii")
 
 
 class H2Exchange(Exchange):
@@ -116,7 +113,7 @@ class H2Exchange(Exchange):
     def _head(self, status, headers, length):
         code = status_code(status)
         self.status = code
-        out = [(":status", str(code)), ("date", _date_value()), ("server", "skitaid")]
+        out = [(":status", str(code)), ("date", dates.value()), ("server", "skitaid")]
         explicit = None
         for name, value in headers:
             lname = name.lower()
@@ -299,7 +296,7 @@ class H2Exchange(Exchange):
         env["skitaid.set_trailers"] = set_trailers
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(Connection):
     """One HTTP/2 connection (TLS with ALPN h2, or cleartext h2c)."""
 
     def __init__(self, worker, scheme="http"):
@@ -341,8 +338,7 @@ class H2Connection(asyncio.Protocol):
     # -- set-up ------------------------------------------------------------------
     def connection_made(self, transport, preamble=True):
         self.transport = transport
-        self.client = transport.get_extra_info("peername")
-        self.server = transport.get_extra_info("sockname")
+        self.client, self.server = addresses(transport)
         self.last_active = time.monotonic()
         worker = self.worker
         worker.connections.add(self)
@@ -368,23 +364,19 @@ class H2Connection(asyncio.Protocol):
         self._open_window()
         switching = (b"HTTP/1.1 101 Switching Protocols\r\n"
                      b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-        if body_left:
-            # 101 only after the whole body: a client switches when it reads it
-            self._switching = switching
-        else:
-            self.transport.write(switching)
-        if body_left:
-            request.body = RequestBody(self, self.loop)
-            self._h1_left = body_left
-            self._hold = True
-        else:
-            request.body = EMPTY_BODY
         request.version = "2"
         ex = H2Exchange(self, 1, request, request.header("host", ""))
         ex.remote_done = True
         if body_left:
-            request.body._flow = ex
+            # 101 only after the whole body: a client switches when it reads it
+            self._switching = switching
+            request.body = RequestBody(ex, self.loop)
+            self._h1_left = body_left
             self._h1_stream = ex
+            self._hold = True
+        else:
+            self.transport.write(switching)
+            request.body = EMPTY_BODY
         self.streams[1] = ex
         self.last_sid = 1
         self.worker.dispatch(ex)
@@ -470,10 +462,6 @@ class H2Connection(asyncio.Protocol):
         for ex in streams:
             self._drop(ex)
 
-    def pause_writing(self):
-        self.write_paused = True
-        self._paused_since = time.monotonic()
-
     def resume_writing(self):
         self.write_paused = False
         for ex in list(self.streams.values()):
@@ -490,7 +478,7 @@ class H2Connection(asyncio.Protocol):
         if self._goaway_sid is not None:
             self.h2.reset_stream(sid, REFUSED)       # after GOAWAY: not taken
             return
-        method = path = authority = None
+        method = path = authority = host = length = bad = None
         headers = []
         for name, value in ev.headers:
             if name[0] == ":":
@@ -501,21 +489,19 @@ class H2Connection(asyncio.Protocol):
                 elif name == ":authority":
                     authority = value
             else:
+                if name == "host":
+                    if host is None:
+                        host = value
+                elif name == "content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        bad = 400
                 headers.append((name, value))
-        host = authority
-        length = None
-        bad = None
-        for name, value in headers:
-            if name == "host":
-                if host is None:
-                    host = value
-            elif name == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    bad = 400
-        if authority is not None and not any(k == "host" for k, _ in headers):
-            headers.append(("host", authority))
+        if authority is not None:
+            if host is None:
+                headers.append(("host", authority))     # (apps look for Host)
+            host = authority        # :authority wins over Host (RFC 9113 8.3.1)
         if path is None or not (path[:1] == "/" or (path == "*" and method == "OPTIONS")):
             bad = bad or (405 if method == "CONNECT" else 400)
             path = path or "/"
@@ -526,8 +512,7 @@ class H2Connection(asyncio.Protocol):
                       self.client, self.server)
         req.started = now
         host = host or ""
-        req.host = host.rpartition(":")[0].lower() if ":" in host and not host.endswith("]") \
-            else host.lower()
+        req.host = host_without_port(host)
         req.content_length = length
         ex = H2Exchange(self, sid, req, host)
         self.streams[sid] = ex
@@ -790,15 +775,6 @@ class H2Connection(asyncio.Protocol):
             self._drop(ex)
         self.streams.clear()
         self.close_soon()
-
-    def close_soon(self):
-        self.closing = True
-        self.flush()
-        self.transport.close()
-
-    def close_now(self):
-        self.closing = True
-        self.transport.abort()
 
     def close_idle(self):
         """Graceful stop: GOAWAY now; close once the streams in flight are done."""

@@ -4,6 +4,7 @@ The HTTP/1.1 connection calls in here at two points only: with its first
 bytes (a client that starts with the HTTP/2 preface), and when a request head
 asks to upgrade. Either way the transport moves to an `H2Connection`.
 """
+from ..exchange import header_tokens
 from .h2 import H2Connection
 
 PREFACE = b"PRI * HTTP/2.0\r\n"
@@ -27,28 +28,23 @@ def sniff(conn, data):
 
 
 def _hand_over(conn, preamble=True):
-    worker = conn.worker
-    worker.connections.discard(conn)
-    conn.closing = True
-    h2conn = H2Connection(worker, conn.scheme)
-    conn.transport.set_protocol(h2conn)
+    h2conn = H2Connection(conn.worker, conn.scheme)
+    conn._hand_off(h2conn)      # (earlier responses still queued go first)
     h2conn.connection_made(conn.transport, preamble)
     return h2conn
 
 
-def _tokens(value):
-    return {t.strip().lower() for t in value.split(",")}
-
-
 def wants_upgrade(conn, req):
-    """True when `req` (a complete head) asks for h2c and we can take it now."""
+    """True when `req`, a complete head that llhttp flagged as an upgrade,
+    asks for h2c and we can take it now."""
     if conn.current is not None or conn._queue or req.chunked or req.method == "CONNECT":
         return False
     upgrade = req.header("upgrade")
-    if upgrade is None or "h2c" not in _tokens(upgrade):
+    if upgrade is None or "h2c" not in header_tokens(upgrade):
         return False
     settings = [v for k, v in req.headers if k == "http2-settings"]
-    if len(settings) != 1 or not {"upgrade", "http2-settings"} <= _tokens(req.header("connection", "")):
+    if len(settings) != 1 or \
+            not {"upgrade", "http2-settings"} <= header_tokens(req.header("connection", "")):
         return False
     conn._h2c_request = req
     return True
@@ -60,7 +56,7 @@ def switch(conn, rest):
     req = conn._h2c_request
     conn._h2c_request = None
     if req.expect_continue:
-        conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")    # (goes out at the hand-over)
     settings = req.header("http2-settings").strip().encode("latin-1")
     settings += b"=" * (-len(settings) % 4)     # base64url without its padding
     h2conn = _hand_over(conn, preamble=False)

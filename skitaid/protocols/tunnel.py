@@ -48,7 +48,6 @@ class _End(asyncio.Protocol):
     def data_received(self, data):
         tunnel = self.tunnel
         tunnel.last_active = time.monotonic()
-        tunnel.moved += len(data)
         peer = self.peer.transport
         if peer is not None and not peer.is_closing():
             peer.write(data)
@@ -104,7 +103,6 @@ class Tunnel:
         self.client.peer = self.backend
         self.backend.peer = self.client
         self.last_active = time.monotonic()
-        self.moved = 0               # bytes passed, both ways
         self.closed = False
         self.closed_at = 0.0
         self.on_close = None         # called once, when the tunnel starts closing

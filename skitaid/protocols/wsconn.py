@@ -11,12 +11,12 @@ messages not yet handled; app threads sending wait while the socket is not
 draining; sends that cannot wait (from the loop, broadcasts) drop a client
 whose unsent output is over `HARD_LIMIT` instead of buffering it.
 """
-import asyncio
 import os
 import threading
 import time
 
 from . import websocket as wsp
+from .base import Batched, addresses
 
 OPEN, CLOSING, CLOSED = range(3)
 
@@ -26,7 +26,7 @@ CLOSE_TIMEOUT = 5.0             # seconds to wait for the client's close frame /
 FAIL_GRACE = 2.0                # seconds the app gets to answer messages sent before a violation
 
 
-class WSConnection(asyncio.Protocol):
+class WSConnection(Batched):
 
     def __init__(self, worker, session, max_message_size, idle_timeout, ping_interval,
                  deflate=None):
@@ -38,9 +38,9 @@ class WSConnection(asyncio.Protocol):
         self.idle_timeout = idle_timeout
         self.ping_interval = ping_interval
         self.transport = None
+        self.closing = False          # close_soon() / close_now() came
         self.state = OPEN
         self.failed = False           # protocol error: input is no longer parsed
-        self.close_code = None
         self.last_recv = self.last_active = time.monotonic()
         self._ping_sent = 0.0
         self._closing_since = 0.0
@@ -54,7 +54,6 @@ class WSConnection(asyncio.Protocol):
         self._cond = threading.Condition(threading.Lock())
         self._queued = 0
         self._waiting = 0
-        self.gone = False              # the socket is closed: sends are dropped
         self.client = None
 
     # -- taking over -------------------------------------------------------------
@@ -62,7 +61,7 @@ class WSConnection(asyncio.Protocol):
         """Called on the loop right after the 101 went out and the transport
         was pointed at us (reading is paused until now)."""
         self.transport = transport
-        self.client = transport.get_extra_info("peername")
+        self.client = addresses(transport)[0]
         self.worker.connections.add(self)
         self.session.opened(self)
         if leftover:
@@ -112,16 +111,11 @@ class WSConnection(asyncio.Protocol):
         return False          # let the transport close
 
     def connection_lost(self, exc):
-        self.state = CLOSED
-        self.gone = True
+        self.state = CLOSED         # (sends are dropped from now on)
         self.worker.connections.discard(self)
         with self._cond:
             self._cond.notify_all()
         self._end_session(1006)
-
-    def pause_writing(self):
-        self.write_paused = True
-        self._paused_since = time.monotonic()
 
     def resume_writing(self):
         self.write_paused = False
@@ -140,24 +134,7 @@ class WSConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    # -- output (loop thread) ------------------------------------------------------------
-    def send(self, data):
-        """Queue bytes; flushed once per loop iteration with other connections."""
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self.worker.queue_flush(self)
-        else:
-            out.append(data)
-
-    def flush(self):
-        out = self._out
-        if out is not None:
-            self._out = None
-            if self.state == CLOSED or self.transport.is_closing():
-                return
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
+    # -- output (loop thread; send() / flush() from base.Batched) ----------------------------
     def message_frame(self, msg):
         """A str as a text frame, bytes as a binary frame, compressed when
         permessage-deflate was agreed (then on the loop thread only: with
@@ -195,14 +172,13 @@ class WSConnection(asyncio.Protocol):
         data = self.message_frame(msg) if self.deflate is None else msg
         cond = self._cond
         with cond:
-            while (self._queued > HIGH_WATER or self.write_paused) and not self.gone \
-                    and self.state == OPEN:
+            while (self._queued > HIGH_WATER or self.write_paused) and self.state == OPEN:
                 self._waiting += 1
                 try:
                     cond.wait(1.0)
                 finally:
                     self._waiting -= 1
-            if self.gone or self.state != OPEN:
+            if self.state != OPEN:
                 return False
             self._queued += len(data)
         self.loop.call_soon_threadsafe(self._deliver, data)
@@ -223,7 +199,6 @@ class WSConnection(asyncio.Protocol):
         if self.state != OPEN:
             return
         self.state = CLOSING
-        self.close_code = code
         self._closing_since = time.monotonic()
         self.send(wsp.frame(wsp.OP_CLOSE, wsp.close_payload(code, reason)))
         with self._cond:
@@ -251,7 +226,6 @@ class WSConnection(asyncio.Protocol):
         if self.state == OPEN:
             # echo the code (an empty close gets an empty one back), then end
             self.state = CLOSING
-            self.close_code = code
             self.send(wsp.frame(wsp.OP_CLOSE, wsp.close_payload(code)))
             self._end_session(code)
         self.close_soon()       # the server closes TCP first (RFC 6455 7.1.1)
@@ -264,15 +238,6 @@ class WSConnection(asyncio.Protocol):
                 s.closed(code)
             except Exception:
                 self.worker.log_exception("closing a websocket session")
-
-    def close_soon(self):
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    def close_now(self):
-        if self.transport is not None:
-            self.transport.abort()
 
     def close_idle(self):
         """Graceful stop: 1001 to every open connection; done when they are gone."""

@@ -1,0 +1,55 @@
+"""What the connection protocols share: their addresses, writing pauses,
+closing, and output batched per loop iteration."""
+import asyncio
+import time
+
+
+def addresses(transport):
+    """(client, server) addresses of a connection. A UNIX socket (a proxy in
+    front) has no addresses or ports to speak of: its sockname is a path."""
+    server = transport.get_extra_info("sockname")
+    if not isinstance(server, tuple):
+        return ("unix", 0), ("localhost", 0)
+    return transport.get_extra_info("peername"), server
+
+
+class Connection(asyncio.Protocol):
+    """A connection the worker keeps in `worker.connections` (each sets
+    `transport`, `closing`, `write_paused` and `_paused_since` itself)."""
+
+    def pause_writing(self):
+        self.write_paused = True
+        self._paused_since = time.monotonic()
+
+    def close_soon(self):
+        """Close after what is queued has been written."""
+        self.closing = True
+        self.flush()
+        self.transport.close()
+
+    def close_now(self):
+        self.closing = True
+        self.transport.abort()
+
+
+class Batched(Connection):
+    """Output queued by `send()` and written by `flush()`, which the worker
+    calls once per loop iteration for every connection that sent something:
+    pipelined responses go out in one write, and writes stay out of the read
+    path (measurably faster under load). `_out` starts as None."""
+
+    def send(self, data):
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self.worker.queue_flush(self)
+        else:
+            out.append(data)
+
+    def flush(self):
+        out = self._out
+        if out is not None:
+            self._out = None
+            if self.transport.is_closing():
+                return      # (also once connection_lost came)
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
