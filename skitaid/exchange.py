@@ -8,17 +8,7 @@ thread; code running in the thread pool hops over with
 """
 from __future__ import annotations
 
-
-def header_tokens(value):
-    """A comma-separated header value (Connection, Upgrade) as a set of lower-case tokens."""
-    return {t.strip().lower() for t in value.split(",")}
-
-
-def host_without_port(host):
-    """"example.com:8080" → "example.com"; "[::1]:80" → "[::1]"; lower-case."""
-    if ":" in host and not host.endswith("]"):
-        host = host.rpartition(":")[0]
-    return host.lower()
+from .http.headers import header_tokens, host_without_port  # noqa: F401 (re-exported)
 
 
 class Request:
@@ -27,7 +17,7 @@ class Request:
     __slots__ = (
         "method", "target", "path", "query", "version", "headers",
         "host", "scheme", "client", "server", "body", "expect_continue",
-        "content_length", "chunked", "started", "gtxid", "ltxid", "calls",
+        "content_length", "chunked", "trailers", "started", "gtxid", "ltxid", "calls",
     )
 
     def __init__(self, method, target, path, query, version, headers, scheme,
@@ -45,7 +35,10 @@ class Request:
         self.body = None              # RequestBody, set by the protocol
         self.expect_continue = False
         self.content_length = None    # int or None
+        # the body's length is not known in advance: HTTP/1.1 chunked, or an
+        # HTTP/2 stream without content-length whose HEADERS did not end it
         self.chunked = False
+        self.trailers = ()            # request trailers (list once received), never headers
         self.started = 0.0            # time.monotonic() when the head was complete
         self.gtxid = None
         self.ltxid = None

@@ -1,0 +1,1 @@
+"""HTTP primitives shared by every layer above: header rules, no I/O."""
