@@ -228,6 +228,9 @@ class WSGIHandler:
         env["SERVER_PROTOCOL"] = "HTTP/" + req.version
         env["wsgi.url_scheme"] = req.scheme
         env["wsgi.input"] = req.body
+        # a list that fills in place when the trailer section arrives (read
+        # the body to its end first); () when the body cannot have trailers
+        env["skitaid.request_trailers"] = req.trailers
         if req.scheme == "https":
             env["HTTPS"] = "on"
         if req.version == "2":
