@@ -755,6 +755,8 @@ class H1Connection(Batched):
     def send_continue(self):
         cur = self.current
         if cur is not None and not cur.head_sent and not self.closing:
+            # the client starts sending only now: time the stall from here
+            self.last_active = time.monotonic()
             self.send(CONTINUE)
 
     # -- input flow ------------------------------------------------------------------
@@ -938,10 +940,25 @@ class H1Connection(Batched):
         else:   # BUSY, DRAIN
             req = self._parsing
             body = req.body if req is not None else EMPTY_BODY
-            if body is not EMPTY_BODY and not body.complete and not self._reading_paused \
-                    and not body.continue_pending \
-                    and now - self.last_active > limits.request_timeout:
-                # a stalled upload (not one waiting for our 100 Continue)
+            if body is not EMPTY_BODY and not body.complete and self._body_too_slow(body, now):
                 self.reject(408, "request timeout")
             elif self.write_paused and now - self._paused_since > limits.response_timeout:
                 self.close_now()   # the client stopped reading
+
+    def _body_too_slow(self, body, now):
+        """The body being received stalled for request_timeout, or came slower
+        than min_body_rate once a grace of request_timeout is used up (apache
+        mod_reqtimeout's body=T,MinRate=R: the time allowed grows by one
+        second per R bytes). Only time the client is expected to be sending
+        counts: not while we pause reading (the app is behind, the pipeline
+        is full) nor while it waits for our 100 Continue. Sampled per sweep."""
+        since = self._body_swept
+        self._body_swept = now
+        if self._reading_paused or body.continue_pending:
+            return False
+        self._body_time += now - since
+        limits = self.limits
+        if now - self.last_active > limits.request_timeout:
+            return True     # a stalled upload
+        rate = limits.min_body_rate
+        return rate > 0 and self._body_time > limits.request_timeout + body.received / rate
