@@ -106,17 +106,22 @@ class _Stream:
                 drop = drop | header_tokens(value)
         out = []
         length = None
+        coded = False
         for name, value in headers:
             lname = name.lower()
             if lname == "content-length":
-                # what llhttp framed the response by (it refuses duplicates and
-                # CL with TE); the backend's Connection cannot take it away
-                if value.isdigit():
+                # what llhttp framed the response by (it refuses duplicates);
+                # the backend's Connection cannot take it away
+                if value.isascii() and value.isdigit():
                     length = int(value)
                 continue
+            if lname == "transfer-encoding":
+                coded = True            # a coding overrides a length (RFC 9112 6.3)
             if lname in drop:
                 continue
             out.append((name, value))
+        if coded:
+            length = None
         if length is not None:
             # canonical, for the responses whose head states it without a body (HEAD, 304)
             out.append(("Content-Length", str(length)))
