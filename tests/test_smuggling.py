@@ -177,6 +177,31 @@ def test_websocket_handshake_keeps_host_and_sends_no_framing(proxy, backend):
     assert not rec.values("sec-websocket-version")     # the client asked for it to go
 
 
+def test_a_backend_101_keeps_its_own_hop_by_hop_fields(serve):
+    def answer(rec):
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade, X-Internal\r\nX-Internal: secret\r\nContent-Length: 0\r\n"
+                b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+    with RecordingBackend(answer) as b:
+        p = serve(PROXY, env={"MEMBER": b.member}, filename="proxy.py")
+        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+            s.sendall(b"GET /public/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                got = s.recv(65536)
+                assert got
+                head += got
+            lines = head.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+            assert lines[0].startswith(b"http/1.1 101")
+            assert b"connection: upgrade" in lines and b"upgrade: websocket" in lines
+            assert b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in lines
+            assert not [ln for ln in lines if ln.startswith((b"x-internal", b"content-length"))]
+            s.sendall(b"through")       # the tunnel carries bytes as they are
+            assert wait_for(lambda: b.snapshot() and b.snapshot()[0].tail == b"through", 5)
+
+
 # -- decided: canonical Content-Length, underscores ---------------------------------------------
 
 def test_padded_content_length_is_forwarded_canonical(proxy, backend):

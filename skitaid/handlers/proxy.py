@@ -41,6 +41,10 @@ CHUNKED = "chunked"
 OWN = frozenset(("host", "content-length", "transfer-encoding", "expect",
                  "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"))
 
+# a backend's 101 fields that are not relayed (ours, or framing that no longer applies)
+_NOT_ON_101 = frozenset(("connection", "date", "server", "content-length", "transfer-encoding",
+                         "keep-alive"))
+
 
 class BodyMismatch(Exception):
     """The body that arrived does not match the length the backend was promised."""
@@ -376,13 +380,13 @@ class ProxyHandler:
         # in flight while it lasts: the member choice sees long-lived WebSockets
         member.inflight += 1
         tunnel.on_close = member.release_one
-        keep = [(n, v) for n, v in headers
-                if n.lower() not in ("date", "server", "content-length", "transfer-encoding",
-                                     "keep-alive")]
-        try:
-            switched = exchange.switch_protocol(keep, tunnel.client)
-        except ValueError:          # a header that cannot be sent (CR/LF)
-            switched = False
+        switched = False
+        keep = _switch_headers(headers)
+        if keep is not None:
+            try:
+                switched = exchange.switch_protocol(keep, tunnel.client)
+            except ValueError:      # a value that is not latin-1
+                switched = False
         if not switched:
             tunnel.close_now()
             if not exchange.closed and not exchange.head_sent:
@@ -422,6 +426,27 @@ class ProxyHandler:
             raise BodyMismatch("body shorter than its Content-Length")
         if chunked:
             conn.write(CHUNK_END)
+
+
+def _switch_headers(headers):
+    """The backend's 101 fields for the client: its own hop-by-hop fields (those
+    its Connection names) and its framing, Date, Server and Keep-Alive go,
+    Connection is ours; Upgrade and Sec-WebSocket-* pass. None when one
+    cannot be sent as it is."""
+    named = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named |= header_tokens(value)
+    named.discard("upgrade")
+    keep = [("Connection", "Upgrade")]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _NOT_ON_101 or lname in named:
+            continue
+        if not is_token(name) or bad_value(value):
+            return None
+        keep.append((name, value))
+    return keep
 
 
 def parse_authority(target):

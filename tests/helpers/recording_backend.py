@@ -26,7 +26,7 @@ class Recorded:
         self.body = bytearray()  # the body after llhttp's de-chunking
         self.complete = False    # the whole message arrived
         self.upgraded = False    # llhttp stopped at an Upgrade/CONNECT head
-        self.tail = b""          # bytes after such a head
+        self.tail = b""          # bytes after such a head (all of them after a 101)
 
     def values(self, name):
         """Every value of header `name` (case-insensitive)."""
@@ -164,11 +164,20 @@ class RecordingBackend:
                     p.parser.feed_data(data)
                 except httptools.HttpParserUpgrade as e:
                     at = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-                    p.current.upgraded = True
-                    p.current.tail = bytes(data[at:])
-                    conn.sendall(self.answer(p.current).replace(
-                        b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
-                    return
+                    rec = p.current
+                    rec.upgraded = True
+                    rec.tail = bytes(data[at:])
+                    answer = self.answer(rec)
+                    if not answer.startswith(b"HTTP/1.1 101"):
+                        conn.sendall(answer.replace(
+                            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+                        return
+                    conn.sendall(answer)        # switched: keep what follows, answer nothing
+                    while True:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        rec.tail += data
                 except httptools.HttpParserError as e:
                     with self._lock:
                         self.errors.append((conn_id, repr(e)))
