@@ -45,10 +45,11 @@ class WorkerProc:
 
 
 class Generation:
-    def __init__(self, number, config, sockets):
+    def __init__(self, number, config, sockets, tls=None):
         self.number = number
         self.config = config
         self.sockets = sockets
+        self.tls = tls             # the SSL context every worker of it inherits (tlsctx.py)
         self.workers = {}          # index → WorkerProc
         self.started = time.monotonic()
 
@@ -66,14 +67,14 @@ def _describe_exit(status):
 
 
 class ServerPool:
-    def __init__(self, master, config, sockets):
+    def __init__(self, master, config, sockets, tls=None):
         self.master = master
         self.name = config.name
         self.state = STARTING
         self.reason = ""
         self.target = config.processes
         self.generations = 0
-        self.current = self._generation(config, sockets)
+        self.current = self._generation(config, sockets, tls)
         self.pending = None
         self.retiring = []
         self.outgoing = []         # still serving while their replacement boots
@@ -86,9 +87,9 @@ class ServerPool:
     def config(self):
         return self.current.config
 
-    def _generation(self, config, sockets):
+    def _generation(self, config, sockets, tls=None):
         self.generations += 1
-        return Generation(self.generations, config, sockets)
+        return Generation(self.generations, config, sockets, tls)
 
     def _spawn(self, gen, index, replaces=None):
         pid, slot = self.master.spawn(self, gen, index)
@@ -114,13 +115,13 @@ class ServerPool:
         return socks
 
     # -- life cycle -------------------------------------------------------------
-    def new_generation(self, config, sockets):
+    def new_generation(self, config, sockets, tls=None):
         """Reload: start a generation of workers; the current one serves until it is ready."""
         if self.pending is not None:
             self._abandon("superseded by a newer reload")
         if self.state == FAILED:
             # nothing to keep serving: replace the failed generation outright
-            self.current = self._generation(config, sockets)
+            self.current = self._generation(config, sockets, tls)
             self.state = STARTING
             self.target = config.processes
             self.boot_failures = 0
@@ -128,7 +129,7 @@ class ServerPool:
             for index in range(self.target):
                 self._spawn(self.current, index)
             return
-        self.pending = self._generation(config, sockets)
+        self.pending = self._generation(config, sockets, tls)
         self.target = config.processes
         for index in range(self.target):
             self._spawn(self.pending, index)
@@ -166,9 +167,16 @@ class ServerPool:
             self._retire(self.current.workers.pop(index), True)
         error_log.info("server %r: %d workers (TTOU)", self.name, self.target)
 
-    def restart(self):
-        """Replace every worker gracefully (new app code), as a reload would."""
-        self.new_generation(self.current.config, self.current.sockets)
+    def latest(self):
+        """(config, sockets, tls) of the newest generation the pool was given."""
+        gen = self.pending or self.current
+        return gen.config, gen.sockets, gen.tls
+
+    def restart(self, tls=None):
+        """Replace every worker gracefully (new app code), as a reload would,
+        with the newest configuration the pool was given."""
+        config, sockets, latest_tls = self.latest()
+        self.new_generation(config, sockets, tls or latest_tls)
 
     def _free_index(self):
         index = 0
