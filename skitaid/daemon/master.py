@@ -457,6 +457,7 @@ class Master:
                 "name": pool.name, "state": pool.state, "reason": pool.reason,
                 "address": describe_address(c), "generation": pool.current.number,
                 "pending_generation": pool.pending.number if pool.pending else None,
+                "reload_waiting": pool.deferred is not None,
                 "target_workers": pool.target, "workers": workers})
         return {"ok": True, "pid": os.getpid(), "started": self.started,
                 "uptime": round(time.time() - self.started, 1),
