@@ -25,7 +25,7 @@ def set_title(title):
 
 
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
-                close):
+                close, tls_context=None):
     """Runs in the child after fork(); never returns."""
     code = 1
     try:
@@ -45,8 +45,8 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         from ..worker.worker import Worker
         from ..handlers import static  # noqa: F401  (imported lazily by the router)
         worker = Worker(server, sockets, index, request_log_path, slot,
-                        forward_sockets=forward_sockets)
-        worker.tls_context()            # the key file may be readable by root only
+                        forward_sockets=forward_sockets, tls_context=tls_context)
+        worker.tls_context()            # (built by the master; else here: keys may be root's only)
         if credentials is not None:
             from .privileges import drop
             drop(credentials)
