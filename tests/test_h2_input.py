@@ -582,3 +582,55 @@ def test_h2_package_trailers_and_bodyless_requests(server):
     sock.close()
     assert json.loads(bodies[1])["trailers"] == [["x-sum", "42"]]
     assert json.loads(bodies[3])["trailers"] == []
+
+
+# -- 4. response fields the server may not send ----------------------------------------------
+
+@pytest.mark.parametrize("kind", ["nul", "cr", "lf", "euro", "name", "nulname", "pseudo"])
+@pytest.mark.parametrize("how", ["", "stream"])
+def test_unsendable_response_field_gives_500(server, kind, how):
+    c = Raw(server.port)
+    c.request(1, "/bad/x?%s&%s" % (kind, how))
+    c.request(3, "/echo/next")
+    c.wait(1, 3)
+    assert c.reset_code(1) is None and c.status(1) == 500, c.frames
+    assert all(not k.startswith(b"x-evil") and not k.startswith(b"x-\xe2")
+               for k in c.head(1)), c.head(1)
+    assert b"partial" not in c.body(1)
+    assert json.loads(served(c, 3))["path"] == "/next"
+    assert not c.goaways()
+    c.close()
+
+
+def test_latin1_response_value_goes_out_as_over_http11(server):
+    """One byte per character, as HTTP/1.1 writes it (not UTF-8)."""
+    c = Raw(server.port)
+    c.request(1, "/bad/x?latin1")
+    c.wait(1)
+    assert c.status(1) == 200 and c.head(1)[b"x-latin"] == b"caf\xe9"
+    c.close()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /bad/x?latin1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert b"\r\nX-Latin: caf\xe9\r\n" in data, data
+    # and a value that latin-1 cannot hold is a 500 over both
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /bad/x?euro HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 500 ")
+
+
+def test_connection_specific_response_fields_are_not_sent(server):
+    c = Raw(server.port)
+    c.request(1, "/hop/x")
+    assert served(c, 1) == b"hop"
+    names = set(c.head(1))
+    assert b"x-fine" in names
+    for name in (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                 b"upgrade", b"te"):
+        assert name not in names, names
+    c.close()

@@ -42,7 +42,7 @@ from hyperframe.frame import GoAwayFrame
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request
 from ..handlers.errors import error_response
-from ..http.headers import host_without_port, trailer_fields
+from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
 from ..http_status import status_code
 from ..push import push_on
 from . import dates
@@ -59,10 +59,6 @@ CANCEL = ErrorCodes.CANCEL
 REFUSED = ErrorCodes.REFUSED_STREAM
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
 MALFORMED = ErrorCodes.PROTOCOL_ERROR
-
-# Hop-by-hop headers have no meaning in HTTP/2 and are forbidden there.
-_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                  "upgrade", "te"))
 
 # What the request's pseudo-header fields may hold (RFC 9113 8.3.1, RFC 9110
 # 9.1 token, RFC 3986 scheme and authority without userinfo). Anything else
@@ -90,6 +86,17 @@ def malformed_pseudo(method, scheme, path, authority):
     if path == "*":
         return method != "OPTIONS"
     return path is None or not _PATH.fullmatch(path)
+
+
+def _field(name, value):
+    """A response field as the bytes HTTP/1.1 would write (latin-1). ValueError
+    (UnicodeEncodeError is one) for what can never go out: a name that is not
+    a token (or a pseudo-header), CR, LF or NUL in the value, a character
+    latin-1 cannot hold. Surrounding blanks are not part of a value (RFC 9110
+    5.5) and HTTP/2 forbids them (RFC 9113 8.2.1)."""
+    if not _TOKEN.fullmatch(name) or bad_value(value):
+        raise ValueError("response header %r cannot be sent" % name)
+    return name.encode("latin-1"), value.strip(" \t").encode("latin-1")
 
 
 class _Flood(ProtocolError):
@@ -184,20 +191,18 @@ class H2Exchange(Exchange):
         explicit = None
         for name, value in headers:
             lname = name.lower()
-            if lname in _HOP:
-                continue
+            if lname in HOP_BY_HOP:
+                continue        # connection-specific: malformed in HTTP/2 (RFC 9113 8.2.2)
             if lname == "content-length":
-                explicit = value
+                explicit = _field(lname, value)
                 continue
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError("CR or LF in response header %r" % name)
-            out.append((lname, value))
+            out.append(_field(lname, value))
         if code < 200 or code == 204 or code == 304:
             self.is_head = True     # never a body (write() drops it)
             if code == 304 and explicit is not None:
-                out.append(("content-length", explicit))
+                out.append(explicit)
         elif self.is_head and explicit is not None:
-            out.append(("content-length", explicit))
+            out.append(explicit)
         elif length is not None:
             out.append(("content-length", str(length)))
         self.head_sent = True
@@ -274,9 +279,18 @@ class H2Exchange(Exchange):
         self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
 
     def set_trailers(self, headers):
-        """Response trailers, sent after the body (HEADERS with END_STREAM)."""
-        if not self.ending and not self.closed:
-            self.trailers = [(n.lower(), v) for n, v in headers if n.lower() not in _HOP]
+        """Response trailers, sent after the body (HEADERS with END_STREAM).
+        One that cannot be sent (see _field) resets the stream: the response
+        cannot end the way the app meant it to."""
+        if self.ending or self.closed:
+            return
+        try:
+            self.trailers = [_field(n.lower(), v) for n, v in headers
+                             if n.lower() not in HOP_BY_HOP]
+        except ValueError:
+            self.conn.worker.log_exception("setting the response trailers for %s %s"
+                                           % (self.request.method, self.request.target))
+            self.abort()
 
     # -- flow control ----------------------------------------------------------
     def writing_paused(self):
