@@ -634,3 +634,272 @@ def test_connection_specific_response_fields_are_not_sent(server):
                  b"upgrade", b"te"):
         assert name not in names, names
     c.close()
+
+
+# -- 5. graceful stop: two GOAWAYs (RFC 9113 6.8) ------------------------------------------
+
+def test_two_step_goaway_serves_streams_sent_in_the_round_trip(tmp_path, backend):
+    (tmp_path / "app.py").write_text(APP)
+    s = ServerProc([sys.executable, str(tmp_path / "app.py")], str(tmp_path),
+                   env={"BACKEND": "127.0.0.1:%d" % backend.port})
+    try:
+        c = Raw(s.port, ack_pings=False)
+        c.request(1, "/echo/first")
+        served(c, 1)                    # (the worker has the connection)
+        c.request(3, "/sleep/a?0.6")
+        s.proc.send_signal(signal.SIGTERM)
+        c.read(lambda c: c.goaways() and any(isinstance(f, PingFrame) for f in c.frames))
+        first = c.goaways()[0]
+        assert first.last_stream_id == MAX_SID and first.error_code == NO_ERROR, c.frames
+        ping = next(f for f in c.frames if isinstance(f, PingFrame))
+        # streams the client sent before it read the GOAWAY: still taken
+        c.request(5, "/echo/b")
+        c.request(7, "/sleep/c?0.1")
+        c.send(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]))
+        c.read(lambda c: len(c.goaways()) > 1)
+        final = c.goaways()[1]
+        assert final.last_stream_id == 7 and final.error_code == NO_ERROR
+        # one after the last GOAWAY is not taken
+        c.request(9, "/echo/late")
+        c.wait(3, 5, 7, 9)
+        assert c.body(3) == b"slept /a" and json.loads(c.body(5))["path"] == "/b"
+        assert c.body(7) == b"slept /c"
+        assert c.reset_code(9) in (REFUSED_STREAM, None) and not c.of(9, DataFrame)
+        # and the server closes once they are done
+        c.read(lambda c: False, timeout=5)
+        assert c.closed
+        c.close()
+        assert s.proc.wait(10) == 0
+    finally:
+        s.stop()
+
+
+def test_two_step_goaway_without_ping_ack_still_ends(tmp_path, backend):
+    (tmp_path / "app.py").write_text(APP)
+    s = ServerProc([sys.executable, str(tmp_path / "app.py")], str(tmp_path),
+                   env={"BACKEND": "127.0.0.1:%d" % backend.port})
+    try:
+        c = Raw(s.port, ack_pings=False)
+        c.request(1, "/echo/a")
+        served(c, 1)
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        c.read(lambda c: len(c.goaways()) > 1, timeout=5)
+        assert [g.last_stream_id for g in c.goaways()] == [MAX_SID, 1]
+        assert time.monotonic() - t0 < 3
+        c.read(lambda c: False, timeout=5)
+        assert c.closed
+        c.close()
+        assert s.proc.wait(10) == 0
+    finally:
+        s.stop()
+
+
+def test_idle_close_takes_the_same_two_steps(tmp_path, backend):
+    """keep_alive ends an idle connection; a request already on its way is served."""
+    (tmp_path / "app.py").write_text(APP)
+    s = ServerProc([sys.executable, str(tmp_path / "app.py")], str(tmp_path),
+                   env={"BACKEND": "127.0.0.1:%d" % backend.port, "KEEP_ALIVE": "1"})
+    try:
+        c = Raw(s.port, ack_pings=False)
+        c.request(1, "/echo/a")
+        served(c, 1)
+        c.read(lambda c: any(isinstance(f, PingFrame) for f in c.frames), timeout=5)
+        assert [g.last_stream_id for g in c.goaways()] == [MAX_SID]
+        c.request(3, "/echo/b")
+        ping = next(f for f in c.frames if isinstance(f, PingFrame))
+        c.send(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]))
+        c.read(lambda c: len(c.goaways()) > 1)
+        assert [g.last_stream_id for g in c.goaways()] == [MAX_SID, 3]
+        assert json.loads(served(c, 3))["path"] == "/b"
+        c.read(lambda c: False, timeout=5)
+        assert c.closed
+        c.close()
+    finally:
+        s.stop()
+
+
+# -- a client that keeps its streams in flight while the daemon reloads or stops -----------
+
+DAEMON_APP = """
+import os
+def app(environ, start_response):
+    body = ("%d" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+class Busy:
+    """Keeps `depth` streams in flight on one connection at a time, like a
+    browser or gRPC client: on a GOAWAY it opens no new stream there, waits
+    for the streams the GOAWAY covers and moves to a new connection."""
+
+    def __init__(self, port, depth=10):
+        self.port = port
+        self.depth = depth
+        self.stop = threading.Event()
+        self.ok = 0
+        self.connections = 0
+        self.pids = set()
+        self.failures = []          # streams sent before the final GOAWAY that were lost
+        self.refused = 0            # streams above the final GOAWAY's last id (sent after it)
+        self.goaways = []           # per connection: the (last id, code) of each GOAWAY
+        self.reconnect = True       # cleared before a stop: no new connection after it
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set() and (self.reconnect or not self.connections):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            except OSError:
+                if self.stop.wait(0.05):
+                    return
+                continue
+            self.connections += 1
+            try:
+                self._one(sock)
+            except Exception as e:      # noqa: BLE001 (any breakage is a finding)
+                self.failures.append("connection: %r" % e)
+            finally:
+                sock.close()
+
+    def _one(self, sock):
+        enc, dec = Encoder(), Decoder()
+        sock.sendall(PREFACE + SettingsFrame(0).serialize()
+                     + WindowUpdateFrame(0, window_increment=2 ** 30).serialize())
+        pending = {}        # sid -> [status, body, sent after the final GOAWAY]
+        next_sid = 1
+        final = None        # last id of a GOAWAY other than 2^31-1
+        goaway = False
+        goaways = []
+        self.goaways.append(goaways)
+        buf = b""
+        while True:
+            if not goaway and not self.stop.is_set():
+                out = b""
+                while len(pending) < self.depth:
+                    out += HeadersFrame(next_sid, data=enc.encode(
+                        [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+                         (":path", "/s%d" % next_sid)]),
+                        flags=["END_HEADERS", "END_STREAM"]).serialize()
+                    pending[next_sid] = [None, b"", final is not None]
+                    next_sid += 2
+                if out:
+                    sock.sendall(out)
+            if (goaway or self.stop.is_set()) and not any(
+                    sid <= (final if final is not None else MAX_SID) for sid in pending):
+                return
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout) as e:
+                data = b""
+                err = e
+            else:
+                err = None
+            if not data:
+                for sid, (status, body, late) in pending.items():
+                    if final is not None and sid > final:
+                        self.refused += 1
+                    else:
+                        self.failures.append("stream %d lost at close (%r, GOAWAY %r)"
+                                             % (sid, err, final))
+                return
+            buf += data
+            while len(buf) >= 9:
+                f, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                if len(buf) < 9 + length:
+                    break
+                f.parse_body(memoryview(buf[9:9 + length]))
+                buf = buf[9 + length:]
+                sid = f.stream_id
+                if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                    sock.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+                elif isinstance(f, PingFrame) and "ACK" not in f.flags:
+                    sock.sendall(PingFrame(0, opaque_data=f.opaque_data,
+                                           flags=["ACK"]).serialize())
+                elif isinstance(f, GoAwayFrame):
+                    goaway = True
+                    goaways.append((f.last_stream_id, f.error_code))
+                    if f.error_code != NO_ERROR:
+                        self.failures.append("GOAWAY error %d" % f.error_code)
+                    if f.last_stream_id != MAX_SID:
+                        final = f.last_stream_id
+                        for s in [s for s in pending if s > final]:
+                            del pending[s]
+                            self.refused += 1
+                elif sid in pending:
+                    entry = pending[sid]
+                    if isinstance(f, HeadersFrame):
+                        entry[0] = dict(dec.decode(f.data)).get(":status")
+                    elif isinstance(f, DataFrame):
+                        entry[1] += f.data
+                    elif isinstance(f, RstStreamFrame):
+                        del pending[sid]
+                        if f.error_code == REFUSED_STREAM and final is not None and sid > final:
+                            self.refused += 1
+                        else:
+                            self.failures.append("stream %d reset %d (GOAWAY %r)"
+                                                 % (sid, f.error_code, final))
+                        continue
+                    if "END_STREAM" in f.flags:
+                        del pending[sid]
+                        if entry[0] == "200":
+                            self.ok += 1
+                            self.pids.add(entry[1])
+                        else:
+                            self.failures.append("stream %d status %r" % (sid, entry[0]))
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(20)
+
+
+def _daemon_site(root, port):
+    (root / "app.py").write_text(textwrap.dedent(DAEMON_APP))
+    (root / "skitaid.conf").write_text(textwrap.dedent("""
+        [global]
+        run_path = %s/run
+        log_path = %s/log
+        pidfile = %s/run/skitaid.pid
+        """ % (root, root, root)))
+    (root / "servers-enabled").mkdir()
+    (root / "servers-enabled" / "web.conf").write_text(
+        "[server]\nip = 127.0.0.1\nport = %d\nprocesses = 1\nthreads = 4\n"
+        "graceful_timeout = 5\n[routes:line]\n/ = %s:app\n" % (port, root / "app.py"))
+
+
+def test_reload_and_stop_refuse_no_stream_in_flight(tmp_path):
+    port = free_port()
+    _daemon_site(tmp_path, port)
+    m = ServerProc([sys.executable, "-m", "skitaid", "run", "-c", str(tmp_path)],
+                   str(tmp_path), port=port)
+    busy = None
+    try:
+        busy = Busy(port)
+        assert wait_for(lambda: busy.ok > 200, 10), busy.failures
+        for n in range(2):
+            pids = len(busy.pids)
+            os.kill(m.proc.pid, signal.SIGHUP)
+            # served by the new generation, on a new connection
+            assert wait_for(lambda: len(busy.pids) > pids and busy.connections > n + 1, 20), \
+                (busy.failures, busy.goaways)
+            before = busy.ok
+            assert wait_for(lambda: busy.ok > before + 100, 10)
+        busy.reconnect = False
+        m.proc.send_signal(signal.SIGTERM)
+        busy.thread.join(20)
+        assert not busy.thread.is_alive()
+        assert m.proc.wait(20) == 0
+    finally:
+        if busy is not None:
+            busy.finish()
+        m.stop()
+    assert busy.failures == [], (busy.failures[:10], busy.goaways)
+    assert busy.refused == 0, (busy.refused, busy.goaways)
+    # every retirement (two reloads, one stop) began with a GOAWAY that took
+    # every stream; the client may close before the second one comes
+    ended = [g for g in busy.goaways if g]
+    assert len(ended) >= 3 and all(g[0] == (MAX_SID, NO_ERROR) for g in ended), busy.goaways

@@ -22,6 +22,11 @@ not a token, a content-length that the DATA frames do not add up to. Each is
 a stream error (RST_STREAM PROTOCOL_ERROR), the connection goes on; what `h2`
 itself refuses (CR/LF/NUL in a value, upper-case or connection-specific
 fields) ends the connection, which RFC 9113 5.4 allows.
+
+A graceful close (stop, reload, idle) takes two GOAWAYs (RFC 9113 6.8): one
+with the highest possible stream id and a PING, then, once the PING comes
+back (or after DRAIN_TIMEOUT), one with the last stream really taken. Every
+stream the client opened before it read the first is served.
 """
 import asyncio
 import os
@@ -32,7 +37,7 @@ from collections import deque
 from h2.config import H2Configuration
 from h2.connection import H2Connection as _H2State
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, DataReceived, PingReceived,
+from h2.events import (ConnectionTerminated, DataReceived, PingAckReceived, PingReceived,
                        RemoteSettingsChanged, RequestReceived, StreamEnded, StreamReset,
                        TrailersReceived, WindowUpdated)
 from h2.exceptions import H2Error, InvalidBodyLengthError, ProtocolError, StreamClosedError
@@ -53,6 +58,10 @@ STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
 CONN_WINDOW = 16 * 1024 * 1024      # connection receive window
 OUT_HIGH_WATER = 256 * 1024         # per-stream queued output before producers wait
 READ_CHUNK = 256 * 1024             # sendfile over h2: bytes read per step
+DRAIN_TIMEOUT = 1.0                 # graceful close: longest wait for the PING's answer
+LINGER = 2.0                        # after the last GOAWAY: read (and drop) this long at most
+MAX_STREAM_ID = 2 ** 31 - 1
+DRAIN_PING = b"skidrain"
 
 NO_ERROR = ErrorCodes.NO_ERROR
 CANCEL = ErrorCodes.CANCEL
@@ -362,7 +371,7 @@ class H2Exchange(Exchange):
     def can_push(self):
         conn = self.conn
         return (not self.pushed and not self.closed and not self.ending and not conn.closing
-                and conn.h2.remote_settings.enable_push)
+                and not conn.draining and conn.h2.remote_settings.enable_push)
 
     def push(self, path):
         return self.conn.push(self, path)
@@ -403,11 +412,15 @@ class H2Connection(Connection):
         self.client = None
         self.server = None
         self.streams = {}
-        self.closing = False
+        self.closing = False        # the last GOAWAY went out (or the client's came)
+        self.draining = False       # the first of a graceful close's two GOAWAYs went out
         self.write_paused = False
         self.last_active = time.monotonic()
         self.last_sid = 0           # highest client stream we took
-        self._goaway_sid = None     # set once GOAWAY went out
+        self._goaway_sid = None     # set once the last GOAWAY went out
+        self._drain_timer = None
+        self._lingering = False
+        self._linger_timer = None
         self._blocked = set()       # streams waiting for the peer's window
         self._flush_queued = False
         self._conn_unacked = 0
@@ -488,6 +501,8 @@ class H2Connection(Connection):
 
     # -- asyncio.Protocol ----------------------------------------------------------
     def data_received(self, data):
+        if self._lingering:
+            return      # every stream is done: what comes now is not taken
         now = self.last_active = time.monotonic()
         if self._h1_left:
             data = self._h1_body(data)
@@ -526,6 +541,11 @@ class H2Connection(Connection):
                 elif t is PingReceived:
                     if not self._control.take(now):
                         return self._fail(CALM)
+                elif t is PingAckReceived:
+                    if self.draining and ev.ping_data == DRAIN_PING:
+                        self._drained()
+                    elif not self._control.take(now):
+                        return self._fail(CALM)
                 elif t is RemoteSettingsChanged:
                     if not self._control.take(now):
                         return self._fail(CALM)
@@ -548,6 +568,9 @@ class H2Connection(Connection):
     def connection_lost(self, exc):
         self.worker.connections.discard(self)
         self.closing = True
+        for timer in (self._drain_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
         streams = list(self.streams.values())
         self.streams.clear()
         self._blocked.clear()
@@ -567,8 +590,8 @@ class H2Connection(Connection):
         sid = ev.stream_id
         if sid > self.last_sid:
             self.last_sid = sid
-        if self._goaway_sid is not None:
-            self.h2.reset_stream(sid, REFUSED)       # after GOAWAY: not taken
+        if self._goaway_sid is not None and sid > self._goaway_sid:
+            self.h2.reset_stream(sid, REFUSED)       # after the last GOAWAY: not taken
             return
         method = path = authority = scheme = host = length = bad = None
         headers = []
@@ -745,7 +768,7 @@ class H2Connection(Connection):
             del self.streams[ex.sid]
         self._blocked.discard(ex)
         if self.closing and not self.streams:
-            self.close_soon()
+            self._linger()
 
     # -- output ------------------------------------------------------------------------
     def send_head(self, ex, headers, end):
@@ -821,7 +844,7 @@ class H2Connection(Connection):
         self.streams.pop(ex.sid, None)
         self._drop(ex)
         if self.closing and not self.streams:
-            self.close_soon()
+            self._linger()
 
     def _window(self, sid):
         if sid == 0:
@@ -889,19 +912,73 @@ class H2Connection(Connection):
         if self._hold:
             return
         data = self.h2.data_to_send()
-        if data and not self.transport.is_closing():
+        if data and not self._lingering and not self.transport.is_closing():
             self.transport.write(data)
 
     # -- errors and closing -------------------------------------------------------------
-    def _goaway(self, code):
+    def _send_goaway(self, last, code):
         """GOAWAY written by hand: h2's state machine refuses to send anything
         after its own GOAWAY, and in-flight streams still have to finish."""
+        self.flush()
+        if not self._lingering and not self.transport.is_closing():
+            self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=last,
+                                             error_code=code).serialize())
+
+    def _goaway(self, code):
+        """The last GOAWAY: streams above the last one taken are refused from now on."""
         if self._goaway_sid is None:
             self._goaway_sid = self.last_sid
-            self.flush()
-            if not self.transport.is_closing():
-                self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_sid,
-                                                 error_code=code).serialize())
+            self._send_goaway(self.last_sid, code)
+
+    def _drain(self):
+        """Begin a graceful close (RFC 9113 6.8): a GOAWAY that still takes
+        every stream, and a PING. Streams the client opened before it read the
+        GOAWAY arrive before the PING's answer; then comes the real last id."""
+        if self.draining or self.closing:
+            return
+        self.draining = True
+        self._send_goaway(MAX_STREAM_ID, NO_ERROR)
+        try:
+            self.h2.ping(DRAIN_PING)
+        except H2Error:
+            return self._drained()
+        self.flush()
+        self._drain_timer = self.loop.call_later(DRAIN_TIMEOUT, self._drained)
+
+    def _drained(self):
+        """A round trip after the first GOAWAY (or DRAIN_TIMEOUT without one)."""
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self.closing:
+            return
+        self.closing = True
+        self._goaway(NO_ERROR)
+        if not self.streams:
+            self._linger()
+
+    def _linger(self):
+        """Close once every stream is done, without a TCP reset: input still
+        unread at close() makes the kernel send one, and that can destroy the
+        responses the client has not read yet. So half-close, drop what still
+        comes, and close when the client does (or after LINGER)."""
+        if self._lingering:
+            return
+        self.closing = True
+        self.flush()
+        self._lingering = True      # (nothing is written from here on)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()       # TLS: close_notify, then the peer's
+        try:
+            transport.resume_reading()
+        except (AttributeError, RuntimeError):
+            pass
+        self._linger_timer = self.loop.call_later(LINGER, self.close_now)
 
     def _fail(self, code):
         """A connection error: GOAWAY with `code`, stop every stream, close."""
@@ -915,20 +992,20 @@ class H2Connection(Connection):
         self.close_soon()
 
     def close_idle(self):
-        """Graceful stop: GOAWAY now; close once the streams in flight are done."""
-        self.closing = True
-        self._goaway(NO_ERROR)
-        if not self.streams:
-            self.close_soon()
-            return True
-        return False
+        """Graceful stop (stop, reload, retirement): the two GOAWAYs, then
+        close once the streams they let in are done."""
+        if self._hold:
+            return False        # the h2c upgrade's body is still coming: no frame yet
+        self._drain()
+        return self._lingering
 
     def sweep(self, now):
         limits = self.limits
         if not self.streams:
-            if self.closing or now - self.last_active > limits.keep_alive:
-                self._goaway(NO_ERROR)
-                self.close_soon()
+            if self.closing:
+                self._linger()
+            elif now - self.last_active > limits.keep_alive:
+                self._drain()       # idle: a request may be on its way all the same
             return
         if self.write_paused and now - self._paused_since > limits.response_timeout:
             self.close_now()       # the client stopped reading
