@@ -213,6 +213,17 @@ def test_padded_content_length_is_forwarded_canonical(proxy, backend):
     assert rec.values("content-length") == ["35"] and bytes(rec.body) == payload
 
 
+@pytest.mark.parametrize("target", [b"/public/f?q=1#frag", b"/public/f#frag"])
+def test_a_fragment_never_reaches_the_backend(proxy, backend, target):
+    status, _, _ = raw_exchange(proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200
+    assert only_request(backend).target == target.partition(b"#")[0].decode()
+    backend.reset()
+    r = h2_exchange(proxy.port, h2_head(b"GET", target))
+    assert r.status == 200
+    assert only_request(backend).target == target.partition(b"#")[0].decode()
+
+
 def test_empty_bodies_get_an_explicit_zero_length(proxy, backend):
     raw = b"POST /public/e HTTP/1.1\r\nHost: x\r\nContent-Length: 000\r\n\r\n"
     assert raw_exchange(proxy.port, raw, "POST")[0] == 200

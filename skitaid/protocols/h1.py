@@ -560,8 +560,8 @@ class H1Connection(Batched):
             raise _Reject(400, "bad request target")
         authority = None
         if raw[:1] == "/":
-            path, _, query = raw.partition("?")
-            path = path.partition("#")[0]
+            # a fragment is the client's own business (RFC 9110 4.2.5): never passed on
+            path, _, query = raw.partition("#")[0].partition("?")
         elif raw == "*":
             path, query = "*", ""
         elif parser.get_method() == b"CONNECT":

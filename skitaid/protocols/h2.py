@@ -635,8 +635,8 @@ class H2Connection(Connection):
             bad = bad or 405
         else:
             target = path
-            path, _, query = path.partition("?")
-            path = path.partition("#")[0]
+            # a fragment is the client's own business (RFC 9110 4.2.5): never passed on
+            path, _, query = path.partition("#")[0].partition("?")
         req = Request(method, target, path, query, "2", headers, self.scheme,
                       self.client, self.server)
         req.started = now
