@@ -16,6 +16,7 @@ COMMANDS = [
     ("restart", "stop and start the daemon"),
     ("reload", "load the changed config without dropping requests"),
     ("status", "show whether the daemon runs, and its workers"),
+    ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
     ("install", "install the systemd unit"),
     ("remove", "remove the systemd unit"),
 ]
@@ -129,7 +130,8 @@ def cmd_remove(args) -> int:
 def cmd_daemon(args) -> int:
     """run, start, stop, restart, reload, status: talk to (or become) the master."""
     server = getattr(args, "server", None)
-    control = args.command in ("stop", "status") or (args.command == "restart" and server)
+    control = args.command in ("stop", "status", "reopen-logs") or (
+        args.command == "restart" and server)
     config = _load(args, control=control)
     if config is None:
         return 1

@@ -53,6 +53,8 @@ def dispatch(command, config, loader=None, server=None, as_json=False):
         return reload(config)
     if command == "status":
         return status(config, as_json)
+    if command == "reopen-logs":
+        return reopen_logs(config)
     raise ValueError("unknown command %r" % command)
 
 
@@ -229,6 +231,28 @@ def _wait_reloaded(config, wait):
     for s in status["servers"]:
         print("%-12s %-8s generation %d" % (s["name"], s["state"], s["generation"]))
     return 0 if last.get("ok", True) else 1
+
+
+# -- reopen-logs ---------------------------------------------------------------------------
+def reopen_logs(config):
+    """After logrotate: the master reopens its error log and has every worker
+    reopen its logs. Not running is no failure: there is nothing to reopen."""
+    try:
+        reply = _ask(config, {"command": "reopen-logs"})
+    except (control.NotRunning, OSError):
+        pid = _master_pid(config)
+        if pid is None:
+            print("skitaid is not running: no log files to reopen")
+            return 0
+        os.kill(pid, signal.SIGUSR1)
+        print("reopen signalled (pid %d)" % pid)
+        return 0
+    if not reply.get("ok"):
+        for m in reply.get("messages") or [reply.get("error", "failed")]:
+            _err(m)
+        return 1
+    print("log files reopened")
+    return 0
 
 
 # -- status ------------------------------------------------------------------------------

@@ -163,9 +163,14 @@ class Worker:
         await asyncio.sleep(0)
 
     def reopen_logs(self):
-        """USR1 (logrotate): the request log and, under the daemon, the error log."""
-        self.request_log.reopen()
+        """USR1 (logrotate): under the daemon the error log, then the request log
+        (so a failure to reopen the request log is told in the new error log).
+        A file that cannot be reopened leaves the old one in use."""
         reopen_stdio()
+        try:
+            self.request_log.reopen()
+        except Exception:
+            error_log.exception("reopening the request log")
 
     def _sweep(self):
         now = time.monotonic()

@@ -1,0 +1,277 @@
+"""Logs and operator commands under faults, with real daemons and real signals.
+
+Log files rotated away under the workers' feet (logrotate, USR1), log
+directories that vanish, hung workers, a worker out of file descriptors,
+broken operator input: what the operator sees, and that the server keeps
+serving through all of it.
+"""
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from conftest import ROOT, ServerProc, free_port, wait_for
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (workers run as nobody)")
+
+APP = """
+import os, signal, time
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/sleep":
+        open(os.path.join(os.path.dirname(__file__), "sleeping"), "w").close()
+        time.sleep(float(environ.get("QUERY_STRING") or 2))
+    elif path == "/hang":
+        # hung past SIGABRT too (threads = 0: this is the loop's thread)
+        signal.signal(signal.SIGABRT, signal.SIG_IGN)
+        while True:
+            pass
+    body = ("ok %d\\n" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text))
+
+
+class Site:
+    """A config dir with its own run and log paths; `user` for the workers."""
+
+    def __init__(self, root, user=""):
+        self.root = str(root)
+        self.run_path = os.path.join(self.root, "run")
+        self.log_path = os.path.join(self.root, "log")
+        self.pidfile = os.path.join(self.run_path, "skitaid.pid")
+        self.error_log = os.path.join(self.log_path, "error.log")
+        self.conf = os.path.join(self.root, "skitaid.conf")
+        write(self.conf, """
+            [global]
+            user = %s
+            run_path = %s
+            log_path = %s
+            pidfile = %s
+            """ % (user, self.run_path, self.log_path, self.pidfile))
+        write(os.path.join(self.root, "app.py"), APP)
+
+    def ini(self, name, port, **keys):
+        lines = ["[server]", "ip = 127.0.0.1", "port = %d" % port]
+        lines += ["%s = %s" % kv for kv in keys.items()]
+        lines += ["[routes:line]", "/ = %s:app" % os.path.join(self.root, "app.py")]
+        write(os.path.join(self.root, "servers-enabled", name + ".conf"), "\n".join(lines) + "\n")
+
+    def request_log(self, name):
+        return os.path.join(self.log_path, "%s-request.log" % name)
+
+    def cli(self, *args, timeout=60, **kw):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        return subprocess.run([sys.executable, "-m", "skitaid", "-c", self.root] + list(args),
+                              capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+    def master_pid(self):
+        with open(self.pidfile) as f:
+            return int(f.read())
+
+    def status(self):
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
+    def worker_pids(self, name):
+        server = next(s for s in self.status()["servers"] if s["name"] == name)
+        return sorted(w["pid"] for w in server["workers"] if w["state"] == "ready")
+
+
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.fixture
+def site(tmp_path):
+    return Site(tmp_path)
+
+
+@pytest.fixture
+def nobody_site():
+    """Workers as nobody: the config dir must be readable by them (not tmp_path, 0700)."""
+    root = tempfile.mkdtemp(prefix="skitaid-logs-", dir="/tmp")
+    os.chmod(root, 0o755)
+    yield Site(root, user="nobody")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def started():
+    """started(site) → `skitaid start` it; stopped at the end of the test, whatever happens."""
+    sites = []
+
+    def start(site):
+        result = site.cli("start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        sites.append(site)
+        return site.master_pid()
+
+    yield start
+    for s in sites:
+        s.cli("stop")
+
+
+def exchange(port, path="/", token=None, timeout=5.0):
+    """One request on its own connection; the whole raw response (the server closes)."""
+    head = "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" % path
+    if token:
+        head += "Authorization: Bearer %s\r\n" % token
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall((head + "\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def get_ok(port, path="/"):
+    data = exchange(port, path)
+    return data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\n")
+
+
+# -- 1. a request log that cannot be reopened ------------------------------------------
+
+@root_only
+def test_request_log_reopen_failure_never_writes_to_a_client_socket(nobody_site, started):
+    """logrotate renamed the request log and created a new one 0640 root:root; the
+    workers (nobody) cannot open it. Before: the old fd was closed first, the next
+    accepted socket took its number and idle clients received log lines with other
+    users' bearer tokens."""
+    site = nobody_site
+    port = free_port()
+    site.ini("web", port, processes=1)
+    nobody = pwd.getpwnam("nobody")
+    os.makedirs(site.log_path)
+    request_log = site.request_log("web")
+    with open(request_log, "w"):
+        pass
+    os.chown(request_log, nobody.pw_uid, nobody.pw_gid)       # the workers' own file
+    master = started(site)
+    assert b"SECRET-TOKEN-OF-ALICE-0" not in exchange(port, "/alice/account",
+                                                      "SECRET-TOKEN-OF-ALICE-0")
+    assert wait_for(lambda: "SECRET-TOKEN-OF-ALICE-0" in read(request_log))
+
+    # what `create 0640 root root` in a logrotate config does, for every log
+    for path in (request_log, site.error_log):
+        os.rename(path, path + ".1")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.fchmod(fd, 0o640)
+        os.close(fd)
+    os.kill(master, signal.SIGUSR1)
+    # the worker has met the root-owned file (wherever it reports that)
+    assert wait_for(lambda: "Permission denied" in read(site.error_log)
+                    + read(site.error_log + ".1"), 5), read(site.error_log)
+
+    # new connections take the lowest free fd numbers: an fd the log let go of
+    # would be one of theirs
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+    try:
+        tokens = ["SECRET-TOKEN-OF-ALICE-%d" % n for n in range(1, 7)]
+        for token in tokens:
+            data = exchange(port, "/alice/account", token)
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and token.encode() not in data
+        # the lines are flushed 0.1 s after a request: well within this
+        deadline = time.monotonic() + 1.5
+        for s in idle:
+            received = b""
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([s], [], [], left)[0]:
+                    break
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            # an idle client sent nothing: it may only ever get HTTP (a 408), never a log line
+            assert received == b"" or received.startswith(b"HTTP/1.1 "), received[:200]
+            assert b"SECRET" not in received
+    finally:
+        for s in idle:
+            s.close()
+    # the old file stays in use; the root-owned one is never written
+    assert wait_for(lambda: all(t in read(request_log + ".1") for t in tokens), 5)
+    assert read(request_log) == ""
+    # one clear line in the new error log, naming the file and the reason
+    log = read(site.error_log)
+    failure = "cannot reopen the request log %s: Permission denied (EACCES)" % request_log
+    assert failure in log and log.count("cannot reopen the request log") == 1, log
+    assert "Traceback" not in log
+    assert get_ok(port)
+    assert site.status()["servers"][0]["state"] == "running"
+
+
+# -- 2. USR1 that cannot reopen the error log ---------------------------------------------
+
+@pytest.mark.parametrize("fault", ["directory removed", "a directory in the file's place"])
+def test_usr1_with_an_unusable_log_dir_leaves_the_master_serving(site, started, fault):
+    port = free_port()
+    site.ini("web", port, processes=2)
+    master = started(site)
+    workers = site.worker_pids("web")
+    assert get_ok(port)
+    if fault == "directory removed":
+        moved = site.log_path + ".gone"
+        os.rename(site.log_path, moved)
+        old_log = os.path.join(moved, "error.log")
+        reason = "No such file or directory (ENOENT)"
+    else:
+        old_log = site.error_log + ".1"
+        os.rename(site.error_log, old_log)
+        os.mkdir(site.error_log)
+        reason = "Is a directory (EISDIR)"
+    os.kill(master, signal.SIGUSR1)
+    failure = "cannot reopen the error log %s: %s" % (site.error_log, reason)
+    # the master and both workers each say so once, in the log they still write to
+    assert wait_for(lambda: read(old_log).count(failure) == 3, 5), read(old_log)
+    assert psutil.pid_exists(master)
+    assert site.status()["pid"] == master
+    assert site.worker_pids("web") == workers
+    for _ in range(4):
+        assert get_ok(port)
+    # `skitaid reopen-logs` (logrotate's postrotate) reports the failure, and the master stays
+    again = site.cli("reopen-logs")
+    assert again.returncode == 1 and "could not reopen" in again.stderr, again.stderr
+    assert site.status()["pid"] == master
+    assert "Traceback" not in read(old_log)
+
+
+def test_a_control_request_that_fails_does_not_take_the_master_down(site, started):
+    port = free_port()
+    site.ini("web", port)
+    master = started(site)
+    path = os.path.join(site.run_path, "skitaid.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall(b'{"command": "restart", "server": ["not", "a", "name"]}\n')
+        reply = json.loads(s.makefile().readline())
+    assert reply["ok"] is False and "internal error" in reply["messages"][0]
+    assert site.status()["pid"] == master
+    assert get_ok(port)
+    assert "error while answering the control request 'restart'" in read(site.error_log)
