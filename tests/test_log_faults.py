@@ -155,6 +155,14 @@ def get_ok(port, path="/"):
     return data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\n")
 
 
+def serves(port):
+    """get_ok, where a refused or reset connection is a no (for wait_for)."""
+    try:
+        return get_ok(port)
+    except OSError:
+        return False
+
+
 # -- 1. a request log that cannot be reopened ------------------------------------------
 
 @root_only
@@ -275,3 +283,93 @@ def test_a_control_request_that_fails_does_not_take_the_master_down(site, starte
     assert site.status()["pid"] == master
     assert get_ok(port)
     assert "error while answering the control request 'restart'" in read(site.error_log)
+
+
+# -- 9. what an operator could not see ------------------------------------------------------
+
+@pytest.fixture
+def foreground(site):
+    """foreground(port) → `skitaid run -c DIR` (its log is the process's output)."""
+    procs = []
+
+    def start(port):
+        proc = ServerProc([sys.executable, "-m", "skitaid", "run", "-c", site.root],
+                          site.root, port=port)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def test_a_request_cut_at_graceful_timeout_is_logged(site, foreground):
+    port = free_port()
+    site.ini("web", port, graceful_timeout=1)
+    m = foreground(port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /sleep?5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_for(lambda: os.path.exists(os.path.join(site.root, "sleeping")))
+        os.kill(m.proc.pid, signal.SIGHUP)          # a reload retires the worker
+        assert m.wait_log("request cut at graceful_timeout (1 s): GET /sleep?5 from "
+                          "127.0.0.1, running for 1.", timeout=10), m.log
+    finally:
+        s.close()
+    assert get_ok(port)
+    assert m.log.count("request cut") == 1
+
+
+def test_sigkill_after_sigabrt_and_the_replacement_are_logged(site, foreground):
+    port = free_port()
+    site.ini("web", port, processes=1, threads=0, worker_timeout=2)
+    m = foreground(port)
+    old = int(exchange(port).split()[-1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert m.wait_log("(pid %d) still running 1 s after SIGABRT; killing it (SIGKILL)"
+                          % old, timeout=10), m.log
+    assert m.wait_log("hung worker #0 (pid %d) ended: killed by SIGKILL" % old), m.log
+    assert m.wait_log("in place of pid %d" % old), m.log
+    new = int(m.log.split("in place of pid %d" % old)[0].rsplit("(pid ", 1)[1].split(")")[0])
+    assert wait_for(lambda: serves(port))
+    assert int(exchange(port).split()[-1]) == new != old
+
+
+FD_APP = """
+import os, resource
+# this worker may hold only a few descriptors more than it has after its start
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 12, hard))
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\\n"]
+"""
+
+
+def test_running_out_of_fds_is_logged_once_and_serving_resumes(site, foreground):
+    write(os.path.join(site.root, "fdapp.py"), FD_APP)
+    port = free_port()
+    site.ini("web", port, processes=1, threads=1)
+    with open(os.path.join(site.root, "servers-enabled", "web.conf")) as f:
+        conf = f.read().replace("app.py:app", "fdapp.py:app")
+    write(os.path.join(site.root, "servers-enabled", "web.conf"), conf)
+    m = foreground(port)
+    assert get_ok(port)
+    idle = []
+    try:
+        for _ in range(40):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        assert m.wait_log("out of file descriptors (EMFILE; limit ", timeout=5), m.log
+        assert "new connections are dropped until some close" in m.log
+        # still out of them a few sweeps later: said once (once a minute at most)
+        probe = time.monotonic() + 2.5
+        while time.monotonic() < probe:
+            time.sleep(0.1)
+        assert m.log.count("out of file descriptors") == 1, m.log
+    finally:
+        for s in idle:
+            s.close()
+    assert wait_for(lambda: serves(port), 5)
+    for _ in range(20):
+        assert get_ok(port)

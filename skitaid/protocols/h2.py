@@ -776,6 +776,9 @@ class H2Connection(Connection):
         self.streams.clear()
         self.close_soon()
 
+    def in_flight(self):
+        return [ex for ex in self.streams.values() if not ex.done]
+
     def close_idle(self):
         """Graceful stop: GOAWAY now; close once the streams in flight are done."""
         self.closing = True
