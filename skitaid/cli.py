@@ -6,6 +6,8 @@ commands arrive with the master process (daemon/).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 COMMANDS = [
@@ -54,16 +56,30 @@ def _config_dir(args):
     return find_config_dir(getattr(args, "config_dir", None))
 
 
-def _load(args, control=False):
+def _load(args, control=False, located=False):
     """Load the config, or print every problem to stderr and return None.
-    `control`: stop/status need only skitaid.conf (see load_control_config)."""
+    `control`: stop/status need only skitaid.conf (see load_control_config).
+    `located`: each problem with its line (file:line), as `check` reports."""
     from .config import ConfigError, load_config, load_control_config
     try:
-        return (load_control_config if control else load_config)(_config_dir(args))
+        if not control:
+            return load_config(_config_dir(args))
+        warnings = []
+        config = load_control_config(_config_dir(args), warnings)
     except ConfigError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print(problem.located() if located else problem, file=sys.stderr)
         return None
+    if warnings:
+        for problem in warnings:
+            print("skitaid: warning: %s" % problem.located(), file=sys.stderr)
+        g = config.globals
+        found = ["%s %s" % (k, getattr(g, k)) for k in ("pidfile", "run_path") if getattr(g, k)]
+        print("skitaid: warning: %s" % (
+            "going on with what could be read: " + ", ".join(found) if found else
+            "neither pidfile nor run_path could be read: the running daemon cannot be found"),
+            file=sys.stderr)
+    return config
 
 
 def describe_server(server) -> str:
@@ -80,7 +96,7 @@ def describe_server(server) -> str:
 
 def cmd_check(args) -> int:
     """Parse everything, then try what serving needs (bind, import apps, paths)."""
-    config = _load(args)
+    config = _load(args, located=True)
     if config is None:
         return 1
     from .config.check import deep_check, held_by
@@ -89,7 +105,7 @@ def cmd_check(args) -> int:
     problems = deep_check(config, held=held_by(pid) if pid else ())
     if problems:
         for problem in problems:
-            print(problem, file=sys.stderr)
+            print(problem.located(), file=sys.stderr)
         return 1
     print("configuration OK: %d server(s)" % len(config.servers))
     for server in config.servers:
@@ -143,6 +159,21 @@ def cmd_daemon(args) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()          # here, not at exit, where a closed pipe would be loud
+        return code
+    except BrokenPipeError:
+        # `skitaid status | head`: the reader has what it wanted. Quiet, with the
+        # status of a command that SIGPIPE ended (the daemon ignores SIGPIPE, so
+        # the CLI cannot simply take the default action).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)

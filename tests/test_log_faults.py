@@ -78,10 +78,11 @@ class Site:
     def request_log(self, name):
         return os.path.join(self.log_path, "%s-request.log" % name)
 
-    def cli(self, *args, timeout=60, **kw):
+    def cli(self, *args, timeout=60, stdout=subprocess.PIPE):
         env = dict(os.environ, PYTHONPATH=ROOT)
         return subprocess.run([sys.executable, "-m", "skitaid", "-c", self.root] + list(args),
-                              capture_output=True, text=True, timeout=timeout, env=env, **kw)
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              env=env)
 
     def master_pid(self):
         with open(self.pidfile) as f:
@@ -373,3 +374,114 @@ def test_running_out_of_fds_is_logged_once_and_serving_resumes(site, foreground)
     assert wait_for(lambda: serves(port), 5)
     for _ in range(20):
         assert get_ok(port)
+
+
+def test_start_on_a_running_daemon_says_so_and_exits_0(site, started):
+    """LSB: `start` of a service that runs already succeeds."""
+    port = free_port()
+    site.ini("web", port)
+    master = started(site)
+    again = site.cli("start")
+    assert again.returncode == 0, again.stderr
+    assert "already running (pid %d" % master in again.stdout
+    assert site.status()["pid"] == master
+
+
+def test_status_into_a_closed_pipe_exits_quietly(site, started):
+    """`skitaid status | head`: the reader may be gone before status writes."""
+    port = free_port()
+    site.ini("web", port, processes=3)
+    started(site)
+    for args in (["status"], ["status", "--json"]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            result = site.cli(*args, stdout=w)
+        finally:
+            os.close(w)
+        assert result.stderr == "", result.stderr
+        assert result.returncode == 128 + signal.SIGPIPE
+    # and for real, through a shell pipe
+    head = subprocess.run("%s -m skitaid -c %s status | head -c1" % (sys.executable, site.root),
+                          shell=True, capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert head.stdout == "s" and head.stderr == "", head.stderr
+
+
+def test_broken_skitaid_conf_does_not_lock_out_status_and_stop(site, started):
+    port = free_port()
+    site.ini("web", port)
+    master = started(site)
+    with open(site.conf) as f:
+        text = f.read()
+    # an operator's edit in progress: the header lost its bracket, a key its '='
+    broken = text.replace("[global]", "[global").replace("user =", "user")
+    with open(site.conf, "w") as f:
+        f.write(broken)
+    header = 1 + broken.splitlines().index("[global")
+    status = site.cli("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "skitaid master pid %d" % master in status.stdout
+    assert ("skitaid: warning: skitaid.conf:%d: found '[global', expected a [section] header first"
+            % header) in status.stderr, status.stderr
+    assert ("going on with what could be read: pidfile %s, run_path %s"
+            % (site.pidfile, site.run_path)) in status.stderr
+    assert get_ok(port)
+    stop = site.cli("stop")
+    assert stop.returncode == 0 and "stopped (pid %d)" % master in stop.stdout, stop.stderr
+    assert wait_for(lambda: not psutil.pid_exists(master), 10)
+    # `start` still refuses a broken config: it would have to read it all
+    start = site.cli("start")
+    assert start.returncode == 1 and "skitaid.conf" in start.stderr
+
+
+def test_check_names_the_line_of_each_mistake(tmp_path):
+    root = tmp_path
+    os.makedirs(str(root / "www"))
+    write(str(root / "skitaid.conf"), """\
+        ; global settings
+        [global]
+        log_path = %s
+        logpath = /var/log/elsewhere
+        """ % (root / "log"))
+    write(str(root / "servers-enabled" / "web.conf"), """\
+        [server]
+        ; a comment, then a blank line
+
+        port = 8080
+        threads = many       ; inline comment
+        [routes:line]
+        / = www
+        /api = @nowhere
+        """)
+    write(str(root / "servers-enabled" / "api.yaml"), """\
+        server:
+          port: 9090
+          prot: 80
+        routes:
+          /: [www, www/nope.py:app]
+        hosts:
+          .example.com:
+            /x: '@ghost'
+        """)
+    result = subprocess.run([sys.executable, "-m", "skitaid", "check", "-c", str(root)],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    for expected in [
+            "skitaid.conf:4 [global] logpath: found '/var/log/elsewhere', expected a known key",
+            "servers-enabled/web.conf:5 [server] threads: found 'many', expected an integer",
+            "servers-enabled/web.conf:8 [routes:line] /api: found '@nowhere', expected an alias",
+            "servers-enabled/api.yaml:3 [server] prot: found '80', expected a known key",
+            "servers-enabled/api.yaml:5 [routes] /: found 'www/nope.py:app', expected an "
+            "existing Python file",
+            "servers-enabled/api.yaml:8 [hosts: .example.com] /x: found '@ghost'"]:
+        assert any(line.startswith(expected) for line in lines), (expected, lines)
+    # a YAML syntax error: the line the parser stopped at
+    write(str(root / "servers-enabled" / "api.yaml"), "server:\n  port: [9090\nroutes: {}\n")
+    result = subprocess.run([sys.executable, "-m", "skitaid", "check", "-c", str(root)],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert any(line.startswith("servers-enabled/api.yaml:3: expected valid YAML")
+               for line in result.stderr.splitlines()), result.stderr

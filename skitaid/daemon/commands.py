@@ -16,6 +16,7 @@ from .pidfile import read_pid
 from .unit import stop_timeout
 
 EXIT_NOT_RUNNING = 3        # LSB: program is not running
+EXIT_UNKNOWN = 4            # LSB: program or service status is unknown
 
 
 def _err(msg):
@@ -74,8 +75,9 @@ def start(config, loader=None, wait=30.0):
         return 1
     pid = read_pid(g.pidfile)
     if pid:
-        _err("already running (pid %d, %s)" % (pid, g.pidfile))
-        return 1
+        # LSB: starting a service that runs already is a success
+        print("skitaid is already running (pid %d, %s)" % (pid, g.pidfile))
+        return 0
     log_dir = g.log_path or os.path.dirname(g.pidfile)
     try:
         os.makedirs(log_dir, mode=0o755, exist_ok=True)
@@ -257,6 +259,10 @@ def reopen_logs(config):
 
 # -- status ------------------------------------------------------------------------------
 def status(config, as_json=False):
+    g = config.globals
+    if not g.pidfile and not g.run_path:
+        _err("status unknown: no pidfile or run_path to find the daemon by")
+        return EXIT_UNKNOWN
     try:
         reply = _ask(config, {"command": "status"}, timeout=5.0)
     except (control.NotRunning, OSError) as e:
