@@ -19,8 +19,8 @@ COMMANDS = [
     ("reload", "load the changed config without dropping requests"),
     ("status", "show whether the daemon runs, and its workers"),
     ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
-    ("install", "install the systemd unit"),
-    ("remove", "remove the systemd unit"),
+    ("install", "install the systemd unit and the logrotate config"),
+    ("remove", "remove the systemd unit and the logrotate config"),
 ]
 
 
@@ -42,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("install", "remove"):
             p.add_argument("--unit-path", metavar="PATH", default=None,
                            help="the unit file (default: /etc/systemd/system/skitaid.service)")
+            p.add_argument("--logrotate-path", metavar="PATH", default=None,
+                           help="the logrotate config (default: /etc/logrotate.d/skitaid, "
+                                "unless --unit-path puts the unit elsewhere)")
             p.add_argument("--force", action="store_true",
-                           help="replace or delete a unit file skitaid did not write")
+                           help="replace or delete a unit file or logrotate config skitaid "
+                                "did not write")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["restart"].add_argument("server", nargs="?",
@@ -118,28 +122,44 @@ def _unit_args(args):
     return unit, (args.unit_path or unit.DEFAULT_UNIT_PATH)
 
 
+def _logrotate_dest(args):
+    """--logrotate-path; without it /etc/logrotate.d/skitaid when the unit goes to
+    its default place too. A unit written elsewhere (a package build, a test)
+    gets no logrotate config unless one is asked for."""
+    from .daemon import logrotate
+    if args.logrotate_path:
+        return args.logrotate_path
+    return logrotate.DEFAULT_PATH if args.unit_path is None else None
+
+
 def cmd_install(args) -> int:
     config = _load(args)
     if config is None:
         return 1
+    from .daemon import logrotate
     unit, dest = _unit_args(args)
+    rotate_dest = _logrotate_dest(args)
     try:
-        message = unit.install(config, dest, force=args.force)
+        print(unit.install(config, dest, force=args.force))
+        if rotate_dest:
+            print(logrotate.install(config, rotate_dest, force=args.force))
     except unit.UnitError as e:
         print("skitaid install: %s" % e, file=sys.stderr)
         return 1
-    print(message)
     return 0
 
 
 def cmd_remove(args) -> int:
+    from .daemon import logrotate
     unit, dest = _unit_args(args)
+    rotate_dest = _logrotate_dest(args)
     try:
-        message = unit.remove(dest, force=args.force)
+        print(unit.remove(dest, force=args.force))
+        if rotate_dest:
+            print(logrotate.remove(rotate_dest, force=args.force))
     except unit.UnitError as e:
         print("skitaid remove: %s" % e, file=sys.stderr)
         return 1
-    print(message)
     return 0
 
 

@@ -32,6 +32,8 @@ def app(environ, start_response):
     if path == "/sleep":
         open(os.path.join(os.path.dirname(__file__), "sleeping"), "w").close()
         time.sleep(float(environ.get("QUERY_STRING") or 2))
+    elif path == "/boom":
+        raise RuntimeError("boom " + environ.get("QUERY_STRING", ""))
     elif path == "/hang":
         # hung past SIGABRT too (threads = 0: this is the loop's thread)
         signal.signal(signal.SIGABRT, signal.SIG_IGN)
@@ -485,3 +487,105 @@ def test_check_names_the_line_of_each_mistake(tmp_path):
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert any(line.startswith("servers-enabled/api.yaml:3: expected valid YAML")
                for line in result.stderr.splitlines()), result.stderr
+
+
+# -- 12. logs as operators rotate them ------------------------------------------------------
+
+LOGROTATE = "/usr/sbin/logrotate"
+needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE), reason="needs logrotate")
+
+
+@root_only
+@needs_logrotate
+def test_logrotate_with_the_installed_config_and_workers_as_nobody(nobody_site, started, tmp_path):
+    site = nobody_site
+    port = free_port()
+    site.ini("web", port, processes=2)
+    nobody = pwd.getpwnam("nobody")
+    os.makedirs(site.log_path)
+    request_log = site.request_log("web")
+    with open(request_log, "w"):
+        pass
+    os.chown(request_log, nobody.pw_uid, nobody.pw_gid)       # the workers' own file
+    started(site)
+    unit, conf = str(tmp_path / "skitaid.service"), str(tmp_path / "skitaid.logrotate")
+    installed = site.cli("install", "--unit-path", unit, "--logrotate-path", conf)
+    assert installed.returncode == 0, installed.stderr
+    assert "installed %s" % conf in installed.stdout
+    with open(conf) as f:
+        text = f.read()
+    assert "%s %s {" % (site.error_log, os.path.join(site.log_path, "*-request.log")) in text
+    assert "reopen-logs -c %s" % site.root in text
+    state = str(tmp_path / "logrotate.state")
+
+    for rotation in (1, 2):
+        assert exchange(port, "/before-%d" % rotation).startswith(b"HTTP/1.1 200 ")
+        assert wait_for(lambda: "/before-%d" % rotation in read(request_log))
+        run = subprocess.run([LOGROTATE, "-f", "-s", state, conf], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        # the rotated files keep what was written before; the new ones get the rest
+        assert "/before-%d" % rotation in read(request_log + ".1")
+        assert wait_for(lambda: read(site.error_log).count("log files reopened") == 1, 5)
+        for n in range(4):          # both workers, whichever takes the connection
+            assert exchange(port, "/after-%d-%d" % (rotation, n)).startswith(b"HTTP/1.1 200 ")
+        assert wait_for(lambda: all("/after-%d-%d" % (rotation, n) in read(request_log)
+                                    for n in range(4)), 5), read(site.error_log)
+        assert "/after-%d" % rotation not in read(request_log + ".1")
+        assert os.stat(request_log).st_uid == nobody.pw_uid     # `create`: the old owner
+        # the workers' errors (their stderr) go to the new error log too
+        for n in range(4):
+            assert exchange(port, "/boom?after-%d-%d" % (rotation, n)).startswith(
+                b"HTTP/1.1 500 ")
+        assert wait_for(lambda: all("RuntimeError: boom after-%d-%d" % (rotation, n)
+                                    in read(site.error_log) for n in range(4)), 5)
+        old_logs = read(site.error_log + ".1")
+        assert "boom after-%d" % rotation not in old_logs
+        for text in (read(site.error_log), old_logs):
+            assert "cannot reopen" not in text and "Permission" not in text
+    # the second rotation compressed the first (delaycompress)
+    assert os.path.exists(request_log + ".2.gz") and os.path.exists(site.error_log + ".2.gz")
+
+    removed = site.cli("remove", "--unit-path", unit, "--logrotate-path", conf)
+    assert removed.returncode == 0 and not os.path.exists(conf) and not os.path.exists(unit)
+
+
+def test_logrotate_config_install_rules(site, tmp_path):
+    port = free_port()
+    site.ini("web", port)
+    unit, conf = str(tmp_path / "skitaid.service"), str(tmp_path / "skitaid.logrotate")
+    with open(conf, "w") as f:
+        f.write("/var/log/mine/*.log {\n    weekly\n}\n")
+    # a file skitaid did not write: left alone by install and remove, unless --force
+    result = site.cli("install", "--unit-path", unit, "--logrotate-path", conf)
+    assert result.returncode == 1 and "was not written by skitaid install" in result.stderr
+    assert read(conf) == "/var/log/mine/*.log {\n    weekly\n}\n"
+    result = site.cli("remove", "--unit-path", unit, "--logrotate-path", conf)
+    assert result.returncode == 1 and os.path.exists(conf)
+    assert site.cli("install", "--unit-path", unit, "--logrotate-path", conf,
+                    "--force").returncode == 0
+    assert read(conf).startswith("# Written by `skitaid install`")
+    again = site.cli("install", "--unit-path", unit, "--logrotate-path", conf)
+    assert again.returncode == 0 and "%s is up to date" % conf in again.stdout
+    # a unit written elsewhere without --logrotate-path: no config in /etc/logrotate.d
+    other = str(tmp_path / "other.service")
+    result = site.cli("install", "--unit-path", other)
+    assert result.returncode == 0 and result.stdout.count("installed ") == 1, result.stdout
+    assert site.cli("remove", "--unit-path", unit, "--logrotate-path", conf).returncode == 0
+    assert not os.path.exists(conf)
+
+
+@needs_logrotate
+def test_shipped_logrotate_config_parses_and_is_packaged(tmp_path):
+    path = os.path.join(ROOT, "etc", "logrotate.d", "skitaid")
+    assert os.path.islink(path) and os.path.samefile(
+        path, os.path.join(ROOT, "skitaid", "daemon", "skitaid.logrotate"))
+    copy = tmp_path / "skitaid"
+    copy.write_text(read(path))             # logrotate wants a root-owned, private config
+    os.chmod(str(copy), 0o644)
+    debug = subprocess.run([LOGROTATE, "-d", "-s", str(tmp_path / "state"), str(copy)],
+                           capture_output=True, text=True, timeout=60)
+    assert debug.returncode == 0 and "error:" not in debug.stderr, debug.stderr
+    assert "/usr/local/bin/skitaid reopen-logs" in read(path)
+    with open(os.path.join(ROOT, "setup.cfg")) as f:
+        assert "daemon/skitaid.logrotate" in f.read()
