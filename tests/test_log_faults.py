@@ -124,18 +124,27 @@ def nobody_site():
 
 @pytest.fixture
 def started():
-    """started(site) → `skitaid start` it; stopped at the end of the test, whatever happens."""
-    sites = []
+    """started(site) → `skitaid start` it; stopped at the end of the test, whatever
+    happens (by its pid when `stop` cannot: a test may leave the config broken)."""
+    masters = []
 
     def start(site):
         result = site.cli("start")
         assert result.returncode == 0, result.stdout + result.stderr
-        sites.append(site)
-        return site.master_pid()
+        pid = site.master_pid()
+        masters.append((site, psutil.Process(pid)))
+        return pid
 
     yield start
-    for s in sites:
-        s.cli("stop")
+    for site, master in masters:
+        site.cli("stop")
+        if master.is_running():
+            master.terminate()
+            try:
+                master.wait(15)
+            except psutil.TimeoutExpired:
+                for proc in master.children(recursive=True) + [master]:
+                    proc.kill()
 
 
 def exchange(port, path="/", token=None, timeout=5.0):
