@@ -6,6 +6,8 @@ commands arrive with the master process (daemon/).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 COMMANDS = [
@@ -16,8 +18,9 @@ COMMANDS = [
     ("restart", "stop and start the daemon"),
     ("reload", "load the changed config without dropping requests"),
     ("status", "show whether the daemon runs, and its workers"),
-    ("install", "install the systemd unit"),
-    ("remove", "remove the systemd unit"),
+    ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
+    ("install", "install the systemd unit and the logrotate config"),
+    ("remove", "remove the systemd unit and the logrotate config"),
 ]
 
 
@@ -39,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("install", "remove"):
             p.add_argument("--unit-path", metavar="PATH", default=None,
                            help="the unit file (default: /etc/systemd/system/skitaid.service)")
+            p.add_argument("--logrotate-path", metavar="PATH", default=None,
+                           help="the logrotate config (default: /etc/logrotate.d/skitaid, "
+                                "unless --unit-path puts the unit elsewhere)")
             p.add_argument("--force", action="store_true",
-                           help="replace or delete a unit file skitaid did not write")
+                           help="replace or delete a unit file or logrotate config skitaid "
+                                "did not write")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["restart"].add_argument("server", nargs="?",
@@ -53,16 +60,30 @@ def _config_dir(args):
     return find_config_dir(getattr(args, "config_dir", None))
 
 
-def _load(args, control=False):
+def _load(args, control=False, located=False):
     """Load the config, or print every problem to stderr and return None.
-    `control`: stop/status need only skitaid.conf (see load_control_config)."""
+    `control`: stop/status need only skitaid.conf (see load_control_config).
+    `located`: each problem with its line (file:line), as `check` reports."""
     from .config import ConfigError, load_config, load_control_config
     try:
-        return (load_control_config if control else load_config)(_config_dir(args))
+        if not control:
+            return load_config(_config_dir(args))
+        warnings = []
+        config = load_control_config(_config_dir(args), warnings)
     except ConfigError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            print(problem.located() if located else problem, file=sys.stderr)
         return None
+    if warnings:
+        for problem in warnings:
+            print("skitaid: warning: %s" % problem.located(), file=sys.stderr)
+        g = config.globals
+        found = ["%s %s" % (k, getattr(g, k)) for k in ("pidfile", "run_path") if getattr(g, k)]
+        print("skitaid: warning: %s" % (
+            "going on with what could be read: " + ", ".join(found) if found else
+            "neither pidfile nor run_path could be read: the running daemon cannot be found"),
+            file=sys.stderr)
+    return config
 
 
 def describe_server(server) -> str:
@@ -79,7 +100,7 @@ def describe_server(server) -> str:
 
 def cmd_check(args) -> int:
     """Parse everything, then try what serving needs (bind, import apps, paths)."""
-    config = _load(args)
+    config = _load(args, located=True)
     if config is None:
         return 1
     from .config.check import deep_check, held_by
@@ -88,7 +109,7 @@ def cmd_check(args) -> int:
     problems = deep_check(config, held=held_by(pid) if pid else ())
     if problems:
         for problem in problems:
-            print(problem, file=sys.stderr)
+            print(problem.located(), file=sys.stderr)
         return 1
     print("configuration OK: %d server(s)" % len(config.servers))
     for server in config.servers:
@@ -101,35 +122,52 @@ def _unit_args(args):
     return unit, (args.unit_path or unit.DEFAULT_UNIT_PATH)
 
 
+def _logrotate_dest(args):
+    """--logrotate-path; without it /etc/logrotate.d/skitaid when the unit goes to
+    its default place too. A unit written elsewhere (a package build, a test)
+    gets no logrotate config unless one is asked for."""
+    from .daemon import logrotate
+    if args.logrotate_path:
+        return args.logrotate_path
+    return logrotate.DEFAULT_PATH if args.unit_path is None else None
+
+
 def cmd_install(args) -> int:
     config = _load(args)
     if config is None:
         return 1
+    from .daemon import logrotate
     unit, dest = _unit_args(args)
+    rotate_dest = _logrotate_dest(args)
     try:
-        message = unit.install(config, dest, force=args.force)
+        print(unit.install(config, dest, force=args.force))
+        if rotate_dest:
+            print(logrotate.install(config, rotate_dest, force=args.force))
     except unit.UnitError as e:
         print("skitaid install: %s" % e, file=sys.stderr)
         return 1
-    print(message)
     return 0
 
 
 def cmd_remove(args) -> int:
+    from .daemon import logrotate
     unit, dest = _unit_args(args)
+    rotate_dest = _logrotate_dest(args)
     try:
-        message = unit.remove(dest, force=args.force)
+        print(unit.remove(dest, force=args.force))
+        if rotate_dest:
+            print(logrotate.remove(rotate_dest, force=args.force))
     except unit.UnitError as e:
         print("skitaid remove: %s" % e, file=sys.stderr)
         return 1
-    print(message)
     return 0
 
 
 def cmd_daemon(args) -> int:
     """run, start, stop, restart, reload, status: talk to (or become) the master."""
     server = getattr(args, "server", None)
-    control = args.command in ("stop", "status") or (args.command == "restart" and server)
+    control = args.command in ("stop", "status", "reopen-logs") or (
+        args.command == "restart" and server)
     config = _load(args, control=control)
     if config is None:
         return 1
@@ -141,6 +179,21 @@ def cmd_daemon(args) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()          # here, not at exit, where a closed pipe would be loud
+        return code
+    except BrokenPipeError:
+        # `skitaid status | head`: the reader has what it wanted. Quiet, with the
+        # status of a command that SIGPIPE ended (the daemon ignores SIGPIPE, so
+        # the CLI cannot simply take the default action).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)

@@ -4,8 +4,10 @@ Request-log lines are collected in memory and written once per loop
 iteration batch, so a busy worker makes one write() per flush, not one per
 request.
 """
+import errno
 import logging
 import os
+import stat
 import sys
 import time
 
@@ -23,30 +25,72 @@ def setup_error_log(path=None, debug=False):
 
 
 _stdio_path = None
+_stdio_owner = None        # uid the daemon's error log is handed to (the workers' user)
+
+
+def describe_os_error(e):
+    """"Permission denied (EACCES)": what an operator needs from an OSError."""
+    name = errno.errorcode.get(e.errno, "errno %s" % e.errno) if e.errno else ""
+    text = e.strerror or str(e)
+    return "%s (%s)" % (text, name) if name else text
+
+
+def open_log(path):
+    """A descriptor to append to `path` (created 0644). Raises OSError."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def share_stdio(uid):
+    """Workers of this uid reopen the error log themselves on USR1 (they have
+    their own copies of fds 1/2): the master, which reopens it first as root,
+    makes each new file theirs, as nginx does. None: leave ownership alone."""
+    global _stdio_owner
+    _stdio_owner = uid
 
 
 def reopen_stdio():
-    """USR1: reopen the daemon's error log (stdout/stderr) if it is a file."""
-    if _stdio_path:
+    """USR1: reopen the daemon's error log (stdout/stderr) if it is a file.
+
+    Returns None when reopened (or nothing to do). On failure fds 1 and 2
+    keep the old file, one error says why, and that message is returned: a
+    log that cannot be reopened must never take a process down."""
+    if not _stdio_path:
+        return None
+    try:
         redirect_stdio(_stdio_path)
+    except OSError as e:
+        message = "cannot reopen the error log %s: %s" % (_stdio_path, describe_os_error(e))
+        error_log.error("%s; still writing to the file it replaced", message)
+        return message
+    return None
 
 
 def redirect_stdio(path):
     """Point this process's stdout and stderr (fds 1 and 2) at the log file `path`.
 
     The daemon logs through stderr, so reopening after logrotate is one
-    dup2(); tracebacks and faulthandler dumps land in the same file."""
+    dup2(); tracebacks and faulthandler dumps land in the same file. The new
+    file is opened before anything is touched and dup2() replaces fds 1 and 2
+    atomically: they are never closed, so no other file or socket can take
+    their numbers. Raises OSError with 1 and 2 unchanged."""
     global _stdio_path
-    _stdio_path = path
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_log(path)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+        if _stdio_owner is not None and os.geteuid() == 0:
+            st = os.fstat(fd)
+            if st.st_uid != _stdio_owner or not st.st_mode & stat.S_IWUSR:
+                os.fchown(fd, _stdio_owner, -1)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IRUSR | stat.S_IWUSR)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(fd, 1, inheritable=True)
+        os.dup2(fd, 2, inheritable=True)
+    finally:
+        os.close(fd)
+    _stdio_path = path
 
 
 def _quoted(value):
@@ -71,13 +115,30 @@ class RequestLog:
         self.reopen()
 
     def reopen(self):
-        """Open (again) the log file; USR1 calls this after logrotate."""
-        if self._fd is not None and self._fd != 2:
-            os.close(self._fd)
-        if self.path:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        else:
+        """Open (again) the log file; USR1 calls this after logrotate.
+
+        The new file is opened first: only once that worked does it replace
+        the old descriptor. Closing first would free the old fd number for the
+        next accepted connection, and the next flush would write log lines
+        (with other users' tokens) into that client's socket. On failure the
+        old file stays in use and one error names the file. Returns True when
+        the log now writes to `path`."""
+        if not self.path:
             self._fd = 2
+            return True
+        try:
+            fd = open_log(self.path)
+        except OSError as e:
+            if self._fd is None:
+                raise           # at start: the worker cannot serve without its log
+            error_log.error("cannot reopen the request log %s: %s; still writing to the "
+                            "file it replaced", self.path, describe_os_error(e))
+            return False
+        self.flush()            # lines of the old file's time go to the old file
+        old, self._fd = self._fd, fd
+        if old is not None and old > 2:
+            os.close(old)
+        return True
 
     def wanted(self, path):
         if not self.enabled:

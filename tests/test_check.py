@@ -86,8 +86,8 @@ def test_check_parse_problems_only_on_stderr(etc):
     result = run_check(etc)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
-        "servers-enabled/web.conf [server] port: found 'abc', expected an integer 1-65535",
-        "servers-enabled/web.conf [server] threads: found 'x', expected an integer >= 0",
+        "servers-enabled/web.conf:2 [server] port: found 'abc', expected an integer 1-65535",
+        "servers-enabled/web.conf:3 [server] threads: found 'x', expected an integer >= 0",
     ]
 
 
@@ -100,21 +100,21 @@ def test_check_builtin_default():
 
 YAML_CASES = [
     ("server: {prot: 80}\nroutes: {/: www/static}\n",
-     "servers-enabled/web.yaml [server] prot: found '80', expected a known key of [server] "
+     "servers-enabled/web.yaml:1 [server] prot: found '80', expected a known key of [server] "
      "(did you mean 'port'?)"),
     ("server: {threads: many}\nroutes: {/: www/static}\n",
-     "servers-enabled/web.yaml [server] threads: found 'many', expected an integer >= 0"),
+     "servers-enabled/web.yaml:1 [server] threads: found 'many', expected an integer >= 0"),
     ("server: {port: 0}\nroutes: {/: www/static}\n",
-     "servers-enabled/web.yaml [server] port: found '0', expected an integer 1-65535"),
+     "servers-enabled/web.yaml:1 [server] port: found '0', expected an integer 1-65535"),
     ("server: {ssl: yes, certfile: nope.pem}\nroutes: {/: www/static}\n",
-     "servers-enabled/web.yaml [server] certfile: found 'nope.pem', expected an existing file"),
+     "servers-enabled/web.yaml:1 [server] certfile: found 'nope.pem', expected an existing file"),
     ("server: {}\nroutes: {/: www/nope.py:app}\n",
-     "servers-enabled/web.yaml [routes] /: found 'www/nope.py:app', expected an existing Python file"),
+     "servers-enabled/web.yaml:2 [routes] /: found 'www/nope.py:app', expected an existing Python file"),
     ("server: {}\nhosts:\n  .example.com: {/api: '@ghost'}\n",
-     "servers-enabled/web.yaml [hosts: .example.com] /api: found '@ghost', expected an alias "
+     "servers-enabled/web.yaml:3 [hosts: .example.com] /api: found '@ghost', expected an alias "
      "defined as [@ghost]"),
     ("server: {}\nroutes: {/: www/static}\n'@b': {members: 'h:1 heavy'}\n",
-     "servers-enabled/web.yaml [@b] members: found 'h:1 heavy', expected a positive integer weight"),
+     "servers-enabled/web.yaml:3 [@b] members: found 'h:1 heavy', expected a positive integer weight"),
 ]
 
 
@@ -135,7 +135,7 @@ def test_two_servers_same_address_ini_and_yaml(etc):
     result = run_check(etc)
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "servers-enabled/b.yaml [server] port: found '%d', expected a port not used by "
+        "servers-enabled/b.yaml:1 [server] port: found '%d', expected a port not used by "
         "servers-enabled/a.conf (0.0.0.0:%d)" % (port, port))
 
 
@@ -164,13 +164,17 @@ def test_each_broken_app_is_named(etc):
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     user = "nobody" if os.geteuid() == 0 else None
-    assert lines[0].startswith("servers-enabled/api.yaml [routes] /m: found 'no_such_pkg.web:app', "
+    assert lines[0].startswith("servers-enabled/api.yaml:4 [routes] /m: found 'no_such_pkg.web:app', "
                                "expected an app that imports as %s" % (user or ""))
     assert lines[0].endswith("(ModuleNotFoundError: No module named 'no_such_pkg')")
     by_prefix = {}
     for line in lines[1:]:
-        assert line.startswith("servers-enabled/web.conf [routes:line] /"), line
-        by_prefix[line.split()[2].rstrip(":")] = line
+        assert line.startswith("servers-enabled/web.conf:"), line
+        where, section, prefix = line.split()[:3]
+        assert section == "[routes:line]", line
+        by_prefix[prefix.rstrip(":")] = line
+        # each route's own line: they follow `/ = www/app.py:app` on line 4
+        assert int(where.split(":")[1]) == 5 + list(BROKEN_APPS).index(prefix[1:-1] + ".py")
     # exits.py ends the process: the apps after it are not reached, so it is last
     assert list(by_prefix) == ["/missing", "/raises", "/syntax", "/noattr", "/exits"]
     for name, (_, error) in BROKEN_APPS.items():
@@ -238,7 +242,7 @@ def test_port_bound_by_another_process(etc):
         result = run_check(etc)
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
-            "servers-enabled/web.yaml [server] port: found '%d', expected a port that can be "
+            "servers-enabled/web.yaml:1 [server] port: found '%d', expected a port that can be "
             "bound on 127.0.0.1:%d (Address already in use)" % (port, port)]
         # held by the running master itself: fine
         assert deep_check(load_config(str(etc)), held=[("127.0.0.1", port)]) == []
@@ -292,8 +296,8 @@ def test_global_paths_must_be_creatable(etc):
     result = run_check(etc)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "skitaid.conf [global] log_path: found '%s/www/afile/logs', expected a directory the "
+        "skitaid.conf:2 [global] log_path: found '%s/www/afile/logs', expected a directory the "
         "master can create or write to (%s/www/afile is not a directory)" % (etc, etc),
-        "skitaid.conf [global] pidfile: found '%s/www/app.py/skitaid.pid', expected a directory "
+        "skitaid.conf:5 [global] pidfile: found '%s/www/app.py/skitaid.pid', expected a directory "
         "the master can create or write to (%s/www/app.py is not a directory)" % (etc, etc),
     ]

@@ -218,12 +218,21 @@ def run_cli(command, conf, timeout=60):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def conf_line(text, needle):
+    """The line number `check` gives for the line of `text` holding `needle`."""
+    return 1 + next(i for i, line in enumerate(textwrap.dedent(text).splitlines())
+                    if needle in line)
+
+
 def test_missing_host_certificate(tmp_path, certs):
-    conf = config_dir(certs, free_port(), web=WEB_CONF.replace("example.key", "nope.key"))
+    web = WEB_CONF.replace("example.key", "nope.key")
+    conf = config_dir(certs, free_port(), web=web)
     expected = ("servers-enabled/web.conf [routes:line] keyfile: found 'nope.key', "
                 "expected an existing file (%s)" % (certs / "cert" / "nope.key"))
     check = run_cli("check", conf)
-    assert check.returncode == 1 and expected in check.stderr.splitlines(), check.stderr
+    assert check.returncode == 1 and expected.replace(
+        "web.conf ", "web.conf:%d " % conf_line(web, "nope.key")) in check.stderr.splitlines(), \
+        check.stderr
     run = run_cli("run", conf)
     assert run.returncode != 0 and expected in run.stderr, run.stderr
 
@@ -240,8 +249,9 @@ def test_unloadable_host_certificate(tmp_path, certs):
         conf = config_dir(certs, port, web=web)
         check = run_cli("check", conf)
         assert check.returncode == 1
-        assert ("servers-enabled/web.conf [routes:line] certfile: found '%s', expected a "
-                "certificate that loads" % (certs / "cert" / value)) in check.stderr, check.stderr
+        assert ("servers-enabled/web.conf:%d [routes:line] certfile: found '%s', expected a "
+                "certificate that loads" % (conf_line(web, "certfile = " + value),
+                                            certs / "cert" / value)) in check.stderr, check.stderr
         run = run_cli("run", conf)
         assert run.returncode != 0
         assert "servers-enabled/web.conf [routes:line] certfile (for " in run.stderr, run.stderr

@@ -25,6 +25,7 @@ from ..daemon import listeners
 from ..daemon.privileges import PrivilegeError, worker_credentials
 from .errors import Problem
 from .model import APP, Config, GlobalConfig, ServerConfig
+from .where import add_lines, read_text
 
 IMPORT_TIMEOUT = 20.0
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,12 +37,16 @@ def deep_check(config: Config, held: Iterable = (), timeout: float = IMPORT_TIME
     `held`: (address, port) pairs a running master already listens on; they
     count as bindable."""
     held_keys = {listeners.listen_key(a, p) for a, p in held}
-    problems = _global_paths(config.globals)
+    g = config.globals
+    problems = _global_paths(g)
     for server in config.servers:
-        problems += _listener(config.globals, server, held_keys)
-        problems += _apps(config.globals, server, timeout)
-        problems += _certificates(config.globals, server)
-    return problems
+        problems += _listener(g, server, held_keys)
+        problems += _apps(g, server, timeout)
+        problems += _certificates(g, server)
+    paths = {_file(g, s): s.source for s in config.servers}
+    if g.config_dir:
+        paths["skitaid.conf"] = os.path.join(g.config_dir, "skitaid.conf")
+    return add_lines(problems, lambda file: read_text(paths[file]) if file in paths else None)
 
 
 def _certificates(g: GlobalConfig, server: ServerConfig) -> List[Problem]:

@@ -1,7 +1,7 @@
 """Config mistakes, reported all at once with where they are and what was expected."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, List, Optional
 
 
@@ -12,6 +12,14 @@ class Problem:
     key: str = ""
     found: Optional[str] = None # the offending value as written; None when nothing was found
     expected: str = ""
+    line: int = 0               # 1-based line in `file`; 0 when not known
+
+    def located(self):
+        """As str(), with the line after the file name ("web.conf:4 [server] …"),
+        the way nginx -t and compilers say where."""
+        if not self.line:
+            return str(self)
+        return str(replace(self, file="%s:%d" % (self.file, self.line), line=0))
 
     def __str__(self):
         where = self.file

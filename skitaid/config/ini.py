@@ -17,6 +17,7 @@ from .build import (ALIAS_SECTION, GLOBAL, ROUTES, SERVER, FileContext, RawSecti
                     build_global, build_server)
 from .errors import ConfigError, Problem
 from .model import GlobalConfig, ServerConfig
+from .where import add_lines
 
 _INLINE_COMMENT = re.compile(r"\s[;#].*$")
 _HEADER = re.compile(r"\[([^\]]*)\]")
@@ -35,12 +36,16 @@ def _section_kind(name: str) -> str:
     return ""
 
 
-def read_sections(text: str, file: str) -> Tuple[List[RawSection], List[Problem]]:
+def read_sections(text: str, file: str, implicit_global: bool = False
+                  ) -> Tuple[List[RawSection], List[Problem]]:
     """Split INI text into sections; syntax problems are returned, not raised."""
     sections: List[RawSection] = []
     by_name = {}                   # merged sections (strict=False), but routes stay apart
     problems: List[Problem] = []
     current: Optional[RawSection] = None
+    if implicit_global:
+        current = by_name["global"] = RawSection(name="global", kind=GLOBAL)
+        sections.append(current)
     key_indent = 0                 # a line indented deeper than its key continues the value
     for line in text.splitlines():
         stripped = line.strip()
@@ -101,7 +106,7 @@ def parse_server(path: str, config_dir: str, name: Optional[str] = None,
     sections, problems = read_sections(text, file)
     ctx = FileContext(file, config_dir)
     server = build_server(ctx, sections, name, os.path.abspath(path))
-    return server, problems + ctx.problems
+    return server, add_lines(problems + ctx.problems, lambda _: text)
 
 
 def load_server(path: str, config_dir: Optional[str] = None, name: Optional[str] = None) -> ServerConfig:
@@ -113,16 +118,20 @@ def load_server(path: str, config_dir: Optional[str] = None, name: Optional[str]
     return server
 
 
-def parse_global(path: str, config_dir: str, file: Optional[str] = None
+def parse_global(path: str, config_dir: str, file: Optional[str] = None, lenient: bool = False
                  ) -> Tuple[GlobalConfig, List[Problem]]:
-    """skitaid.conf [global] → GlobalConfig; a missing file gives the defaults."""
+    """skitaid.conf [global] → GlobalConfig; a missing file gives the defaults.
+
+    `lenient`: keys above any section header count as [global] ones, so that
+    a broken or missing header still gives the keys that can be read (for
+    stop/status, which only need to find the running master)."""
     file = file or path
     if not os.path.exists(path):
         return GlobalConfig(config_dir=config_dir), []
     text, problems = _read(path, file)
     if problems:
         return GlobalConfig(config_dir=config_dir), problems
-    sections, problems = read_sections(text, file)
+    sections, problems = read_sections(text, file, implicit_global=lenient)
     ctx = FileContext(file, config_dir)
     config = build_global(ctx, sections)
-    return config, problems + ctx.problems
+    return config, add_lines(problems + ctx.problems, lambda _: text)

@@ -9,6 +9,7 @@ from typing import List, Optional
 from . import ini, yamlfile
 from .errors import ConfigError, Problem
 from .model import Config
+from .where import add_lines, read_text
 
 ENV_VAR = "SKITAID_CONFIG_DIR"
 SYSTEM_DIR = "/etc/skitaid"
@@ -72,20 +73,30 @@ def _clash_problem(file, server, others) -> Optional[Problem]:
     return None
 
 
-def _read_globals(config_dir: str):
-    return ini.parse_global(os.path.join(config_dir, "skitaid.conf"), config_dir, "skitaid.conf")
+def _read_globals(config_dir: str, lenient: bool = False):
+    return ini.parse_global(os.path.join(config_dir, "skitaid.conf"), config_dir, "skitaid.conf",
+                            lenient=lenient)
 
 
-def load_control_config(config_dir: str) -> Config:
+def load_control_config(config_dir: str, warnings: Optional[List[Problem]] = None) -> Config:
     """The config with every server, or, when a server file is broken, skitaid.conf
     alone (no servers): enough to find a running master's pid file and control
-    socket, so a bad server file never locks the operator out of stop/status."""
+    socket, so a bad server file never locks the operator out of stop/status.
+
+    With a `warnings` list, a broken skitaid.conf does not lock them out either:
+    its problems go to the list and the keys that can be read are used (the
+    master was started with a config that worked)."""
     try:
         return load_config(config_dir)
-    except ConfigError as e:
+    except ConfigError:
+        if not os.path.isdir(config_dir):
+            raise
         globals_, problems = _read_globals(config_dir)
-        if problems or not os.path.isdir(config_dir):
-            raise ConfigError(problems or e.problems)
+        if problems:
+            if warnings is None:
+                raise ConfigError(problems) from None
+            warnings.extend(problems)
+            globals_, _ = _read_globals(config_dir, lenient=True)
         return Config(globals=globals_, servers=())
 
 
@@ -138,5 +149,6 @@ def load_config(config_dir: Optional[str] = None) -> Config:
         problems.append(Problem("servers-enabled", "", "", None,
                                 "at least one server file (*.conf or *.yaml) in %s" % enabled))
     if problems:
-        raise ConfigError(problems)
+        # those found across files (clashes) get their lines here
+        raise ConfigError(add_lines(problems, lambda file: read_text(os.path.join(config_dir, file))))
     return Config(globals=globals_, servers=tuple(servers))

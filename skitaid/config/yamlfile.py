@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 from .build import ALIAS_SECTION, ROUTES, SERVER, FileContext, RawSection, build_server
 from .errors import ConfigError, Problem
 from .model import ServerConfig
+from .where import add_lines
 
 
 class _NotScalar(Exception):
@@ -73,7 +74,9 @@ def read_sections(text: str, file: str) -> Tuple[Optional[List[RawSection]], Lis
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        return None, [Problem(file, "", "", None, "valid YAML (%s)" % " ".join(str(e).split()))]
+        mark = getattr(e, "problem_mark", None)
+        return None, [Problem(file, "", "", None, "valid YAML (%s)" % " ".join(str(e).split()),
+                              line=mark.line + 1 if mark is not None else 0)]
     problems: List[Problem] = []
     sections: List[RawSection] = []
     if doc is None:
@@ -126,7 +129,7 @@ def parse_server(path: str, config_dir: str, name: Optional[str] = None,
         return ServerConfig(name=name, source=path), problems
     ctx = FileContext(file, config_dir, routes_label="routes")
     server = build_server(ctx, sections, name, os.path.abspath(path))
-    return server, problems + ctx.problems
+    return server, add_lines(problems + ctx.problems, lambda _: text)
 
 
 def load_server(path: str, config_dir: Optional[str] = None, name: Optional[str] = None) -> ServerConfig:

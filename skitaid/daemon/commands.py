@@ -16,6 +16,7 @@ from .pidfile import read_pid
 from .unit import stop_timeout
 
 EXIT_NOT_RUNNING = 3        # LSB: program is not running
+EXIT_UNKNOWN = 4            # LSB: program or service status is unknown
 
 
 def _err(msg):
@@ -53,6 +54,8 @@ def dispatch(command, config, loader=None, server=None, as_json=False):
         return reload(config)
     if command == "status":
         return status(config, as_json)
+    if command == "reopen-logs":
+        return reopen_logs(config)
     raise ValueError("unknown command %r" % command)
 
 
@@ -72,8 +75,9 @@ def start(config, loader=None, wait=30.0):
         return 1
     pid = read_pid(g.pidfile)
     if pid:
-        _err("already running (pid %d, %s)" % (pid, g.pidfile))
-        return 1
+        # LSB: starting a service that runs already is a success
+        print("skitaid is already running (pid %d, %s)" % (pid, g.pidfile))
+        return 0
     log_dir = g.log_path or os.path.dirname(g.pidfile)
     try:
         os.makedirs(log_dir, mode=0o755, exist_ok=True)
@@ -231,8 +235,34 @@ def _wait_reloaded(config, wait):
     return 0 if last.get("ok", True) else 1
 
 
+# -- reopen-logs ---------------------------------------------------------------------------
+def reopen_logs(config):
+    """After logrotate: the master reopens its error log and has every worker
+    reopen its logs. Not running is no failure: there is nothing to reopen."""
+    try:
+        reply = _ask(config, {"command": "reopen-logs"})
+    except (control.NotRunning, OSError):
+        pid = _master_pid(config)
+        if pid is None:
+            print("skitaid is not running: no log files to reopen")
+            return 0
+        os.kill(pid, signal.SIGUSR1)
+        print("reopen signalled (pid %d)" % pid)
+        return 0
+    if not reply.get("ok"):
+        for m in reply.get("messages") or [reply.get("error", "failed")]:
+            _err(m)
+        return 1
+    print("log files reopened")
+    return 0
+
+
 # -- status ------------------------------------------------------------------------------
 def status(config, as_json=False):
+    g = config.globals
+    if not g.pidfile and not g.run_path:
+        _err("status unknown: no pidfile or run_path to find the daemon by")
+        return EXIT_UNKNOWN
     try:
         reply = _ask(config, {"command": "status"}, timeout=5.0)
     except (control.NotRunning, OSError) as e:

@@ -11,7 +11,7 @@ import selectors
 import signal
 import time
 
-from ..logs import error_log, reopen_stdio
+from ..logs import error_log, reopen_stdio, share_stdio
 from . import control, systemd
 from .child import set_title, worker_main
 from . import listeners
@@ -61,6 +61,7 @@ class Master:
         # each server's SSL context, built here so all its workers share the
         # session-ticket key; kept across reloads while its files are unchanged
         self._tls = ContextCache()
+        self._failed_at = {}           # what → when its last failure was logged (_guarded)
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -193,17 +194,58 @@ class Master:
                     except (BlockingIOError, InterruptedError):
                         pass
                 elif key.data == "control":
-                    control.serve_one(self.control, self._command)
+                    self._guarded("serving the control socket", control.serve_one,
+                                  self.control, self._answer)
             while self.signals:
-                self._handle_signal(self.signals.pop(0))
-            self._reap()
+                sig = self.signals.pop(0)
+                self._guarded("handling %s" % _signal_name(sig), self._handle_signal, sig)
+            self._guarded("reaping workers", self._reap)
             now = time.monotonic()
             for pool in self._all_pools():
-                pool.tick(now)
-            self._after_tick(now)
+                self._guarded("supervising server %r" % pool.name, pool.tick, now)
+            self._guarded("the periodic checks", self._after_tick, now)
             if self.stopping and all(p.state in (STOPPED, FAILED) and not p.workers()
                                      for p in self._all_pools()):
                 return
+
+    def _guarded(self, what, fn, *args):
+        """Run one step of the loop; a failure is logged and the loop goes on.
+
+        Nothing a signal, a control request or a supervision step runs into
+        may take the master down: its workers would be orphaned. The same
+        step failing again and again is logged once a minute."""
+        try:
+            return fn(*args)
+        except Exception:
+            now = time.monotonic()
+            if now - self._failed_at.get(what, -REPEAT_FAILURE_LOG) >= REPEAT_FAILURE_LOG:
+                self._failed_at[what] = now
+                error_log.exception("error while %s (the master keeps running)", what)
+            return None
+
+    def _answer(self, request):
+        """A control request's reply, also when handling it failed."""
+        try:
+            return self._command(request)
+        except Exception as e:
+            error_log.exception("error while answering the control request %r "
+                                "(the master keeps running)", request.get("command"))
+            return {"ok": False, "messages": ["internal error: %s: %s" % (type(e).__name__, e)]}
+
+    def _reopen_logs(self):
+        """USR1 / `skitaid reopen-logs` (logrotate): the error log here, then the
+        workers' logs. The workers reopen it too, as their user: a new file gets
+        their owner when they all run as one user."""
+        uids = set(c.uid for c in self._credentials.values() if c is not None)
+        share_stdio(uids.pop() if len(uids) == 1 else None)
+        failure = reopen_stdio()
+        if failure is None:
+            error_log.info("log files reopened")
+        self._signal_workers(signal.SIGUSR1)
+        if failure is None:
+            return {"ok": True, "messages": []}
+        return {"ok": False, "messages": ["the master %s; it still writes to the old file"
+                                          % failure.replace("cannot", "could not", 1)]}
 
     def _handle_signal(self, sig):
         if sig == signal.SIGCHLD:
@@ -215,9 +257,7 @@ class Master:
         elif sig == signal.SIGQUIT:
             self.stop(False)
         elif sig == signal.SIGUSR1:
-            reopen_stdio()
-            error_log.info("log files reopened (USR1)")
-            self._signal_workers(signal.SIGUSR1)
+            self._reopen_logs()
         elif sig == signal.SIGTTIN:
             for pool in self.pools.values():
                 pool.grow()
@@ -263,12 +303,13 @@ class Master:
 
     def _tell_starter(self, what):
         if self.ready_fd >= 0:
+            fd, self.ready_fd = self.ready_fd, -1
             try:
-                os.write(self.ready_fd, what)
-                os.close(self.ready_fd)
+                os.write(fd, what)
             except OSError:
                 pass
-            self.ready_fd = -1
+            finally:
+                os.close(fd)
 
     def _status_line(self):
         parts = []
@@ -413,6 +454,8 @@ class Master:
         if cmd == "stop":
             self.stop(bool(request.get("graceful", True)))
             return {"ok": True}
+        if cmd == "reopen-logs":
+            return self._reopen_logs()
         if cmd == "restart":
             name = request.get("server")
             pool = self.pools.get(name)
@@ -486,6 +529,16 @@ class Master:
             if fd >= 0:
                 os.close(fd)
         error_log.info("stopped")
+
+
+REPEAT_FAILURE_LOG = 60.0     # seconds between reports of the same failing step
+
+
+def _signal_name(sig):
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return "signal %d" % sig
 
 
 class _StartError(Exception):

@@ -104,6 +104,7 @@ class ServerPool:
         self.outgoing = []         # still serving while their replacement boots
         self.boot_failures = 0
         self.respawn = {}          # index → monotonic time to spawn it again
+        self.replacing = {}        # index → pid of the worker that died there (for the log)
         for index in range(self.target):
             self._spawn(self.current, index)
 
@@ -303,12 +304,13 @@ class ServerPool:
                     return True
                 delay = min(0.25 * 2 ** (self.boot_failures - 1), 5.0)
             else:
-                if not w.aborted:
-                    error_log.error("server %r: worker #%d (pid %d) died: %s",
-                                    self.name, index, pid, _describe_exit(status))
+                error_log.error("server %r: %sworker #%d (pid %d) %s: %s", self.name,
+                                "hung " if w.aborted else "", index, pid,
+                                "ended" if w.aborted else "died", _describe_exit(status))
                 delay = 0.0
             if index not in self.current.workers:
                 self.respawn[index] = time.monotonic() + delay
+                self.replacing[index] = pid
             return True
         return False
 
@@ -330,7 +332,11 @@ class ServerPool:
             if now >= when and self.state != STOPPING:
                 del self.respawn[index]
                 if index not in self.current.workers and index < self.target:
-                    self._spawn(self.current, index)
+                    w = self._spawn(self.current, index)
+                    old = self.replacing.pop(index, None)
+                    if old is not None:
+                        error_log.info("server %r: worker #%d (pid %d) started in place of "
+                                       "pid %d", self.name, index, w.pid, old)
         self._watch(self.current, now)
         if self.pending is not None:
             self._watch(self.pending, now)
@@ -340,6 +346,8 @@ class ServerPool:
                 self._abandon("its workers were not ready after %d s" % BOOT_TIMEOUT)
         for w in self.retiring:
             if w.deadline and now > w.deadline:
+                error_log.error("server %r: worker #%d (pid %d) has not stopped by its "
+                                "deadline; killing it (SIGKILL)", self.name, w.index, w.pid)
                 self._signal(w, signal.SIGKILL)
                 w.deadline = 0.0
         if self.state == STARTING and self.current.all_ready(self.target):
@@ -370,6 +378,9 @@ class ServerPool:
             state, pid, beat, requests = self.master.scoreboard.read(w.slot)
             if w.aborted:
                 if w.deadline and now > w.deadline:
+                    error_log.error("server %r: worker #%d (pid %d) still running %g s after "
+                                    "SIGABRT; killing it (SIGKILL)", self.name, index, w.pid,
+                                    KILL_AFTER_ABORT)
                     self._signal(w, signal.SIGKILL)
                     w.deadline = 0.0
                 continue

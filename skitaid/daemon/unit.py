@@ -103,14 +103,15 @@ def _systemctl(dest: str, *args: str) -> str:
     return ""
 
 
-def install(config, dest: str = DEFAULT_UNIT_PATH, force: bool = False) -> str:
-    """Write the unit to `dest`; returns what was done. Raises UnitError."""
-    text = render(config)
+def write_owned(dest: str, text: str, force: bool = False, what: str = "file") -> bool:
+    """Write `text` (starting with MARKER) to `dest` atomically, mode 0644.
+    Returns False when it was up to date. A file there that skitaid did not
+    write is only replaced with force. Raises UnitError."""
     if os.path.lexists(dest):
         try:
             with open(dest, encoding="utf-8", errors="replace") as f:
                 if f.read() == text:
-                    return "%s is up to date" % dest
+                    return False
         except OSError as e:
             raise UnitError("cannot read %s: %s" % (dest, e.strerror)) from None
         if not force and not _ours(dest):
@@ -124,13 +125,37 @@ def install(config, dest: str = DEFAULT_UNIT_PATH, force: bool = False) -> str:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)            # never a half-written unit
+        os.replace(tmp, dest)            # never a half-written file
     except OSError as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise UnitError("cannot write %s: %s" % (dest, e.strerror or e)) from None
+    return True
+
+
+def check_removable(dest: str, force: bool = False) -> bool:
+    """False when there is nothing at `dest`; raises UnitError for a file
+    skitaid did not write (unless force)."""
+    if not os.path.lexists(dest):
+        return False
+    if not force and not _ours(dest):
+        raise UnitError("%s was not written by skitaid install (--force deletes it)" % dest)
+    return True
+
+
+def delete(dest: str) -> None:
+    try:
+        os.unlink(dest)
+    except OSError as e:
+        raise UnitError("cannot delete %s: %s" % (dest, e.strerror)) from None
+
+
+def install(config, dest: str = DEFAULT_UNIT_PATH, force: bool = False) -> str:
+    """Write the unit to `dest`; returns what was done. Raises UnitError."""
+    if not write_owned(dest, render(config), force):
+        return "%s is up to date" % dest
     note = _systemctl(dest, "daemon-reload")
     name = os.path.basename(dest)
     return ("installed %s\nstart it with: systemctl enable --now %s" % (dest, name)) + note
@@ -138,15 +163,10 @@ def install(config, dest: str = DEFAULT_UNIT_PATH, force: bool = False) -> str:
 
 def remove(dest: str = DEFAULT_UNIT_PATH, force: bool = False) -> str:
     """Delete the unit at `dest` (disabling it first); returns what was done."""
-    if not os.path.lexists(dest):
+    if not check_removable(dest, force):
         return "no unit at %s: nothing to remove" % dest
-    if not force and not _ours(dest):
-        raise UnitError("%s was not written by skitaid install (--force deletes it)" % dest)
     name = os.path.basename(dest)
     note = _systemctl(dest, "disable", "--quiet", name)
-    try:
-        os.unlink(dest)
-    except OSError as e:
-        raise UnitError("cannot delete %s: %s" % (dest, e.strerror)) from None
+    delete(dest)
     note += _systemctl(dest, "daemon-reload")
     return "removed %s (a running service keeps running until stopped)" % dest + note

@@ -31,6 +31,11 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
 
+    def in_flight(self):
+        """The exchanges handed to a handler and not finished (a stop that
+        cuts them logs each one)."""
+        return ()
+
 
 class Batched(Connection):
     """Output queued by `send()` and written by `flush()`, which the worker

@@ -910,6 +910,9 @@ class H1Connection(Batched):
         return not self._head_started and self.state == IDLE \
             and now - self.last_active < FRESH_GRACE
 
+    def in_flight(self):
+        return (self.current,) if self.current is not None else ()
+
     def close_idle(self):
         """Graceful stop: close if nothing is in flight."""
         self.closing = True

@@ -991,6 +991,9 @@ class H2Connection(Connection):
         self.streams.clear()
         self.close_soon()
 
+    def in_flight(self):
+        return [ex for ex in self.streams.values() if not ex.done]
+
     def close_idle(self):
         """Graceful stop (stop, reload, retirement): the two GOAWAYs, then
         close once the streams they let in are done."""

@@ -6,8 +6,11 @@ SIGTERM/SIGINT (stop accepting, finish in-flight requests up to
 `graceful_timeout`, then close what is left) and at once on SIGQUIT.
 """
 import asyncio
+import errno
 import random
+import resource
 import signal
+import socket
 import time
 import weakref
 
@@ -21,6 +24,9 @@ from .threadpool import ThreadPool
 
 
 HANDSHAKE_GRACE = 3.0       # graceful stop: seconds left to TLS handshakes in progress
+FD_REPORT_INTERVAL = 60.0   # "out of file descriptors" is logged this often at most
+# accept() failing for want of resources: connections are dropped until some close
+_NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def new_event_loop():
@@ -60,6 +66,7 @@ class Worker:
         self._stop = None
         self._stopping = False
         self._flush_queue = []
+        self._fds_reported = -FD_REPORT_INTERVAL
 
     # -- life cycle -------------------------------------------------------------
     def run(self):
@@ -77,6 +84,7 @@ class Worker:
         config = self.config
         loop = self.loop
         self._stop = loop.create_future()
+        loop.set_exception_handler(self._loop_exception)
         self.pool = ThreadPool(config.threads) if config.threads > 0 else None
         self.request_log = RequestLog(loop, self.request_log_path or config.request_log_file or None,
                                       "W%d" % self.worker_id,
@@ -156,6 +164,8 @@ class Worker:
             for conn in list(self.connections):
                 conn.close_idle()
             await asyncio.sleep(0.05)
+        if self.connections:
+            self._log_cut(graceful)
         for conn in list(self.connections):
             conn.close_now()
         self._sweep_handle.cancel()
@@ -164,13 +174,71 @@ class Worker:
         stop_worker_engine()
         await asyncio.sleep(0)
 
+    def _log_cut(self, graceful):
+        """The stop's deadline has come: each request still running is cut, and
+        the operator is told which (method, target, client, how long it ran)."""
+        now = time.monotonic()
+        why = ("at graceful_timeout (%g s)" % self.config.graceful_timeout if graceful
+               else "by an immediate stop")
+        others = 0
+        for conn in list(self.connections):
+            in_flight = getattr(conn, "in_flight", None)     # tunnels have no exchanges
+            running = in_flight() if in_flight is not None else ()
+            for ex in running:
+                req = ex.request
+                error_log.warning("request cut %s: %s %s from %s, running for %.1f s", why,
+                                  req.method, req.target, req.client[0] if req.client else "-",
+                                  now - (ex.t_start or now))
+            if not running:
+                others += 1
+        if others:
+            error_log.info("%d other connection(s) (idle, WebSocket, tunnel) closed %s",
+                           others, why)
+
     def reopen_logs(self):
-        """USR1 (logrotate): the request log and, under the daemon, the error log."""
-        self.request_log.reopen()
+        """USR1 (logrotate): under the daemon the error log, then the request log
+        (so a failure to reopen the request log is told in the new error log).
+        A file that cannot be reopened leaves the old one in use."""
         reopen_stdio()
+        try:
+            self.request_log.reopen()
+        except Exception:
+            error_log.exception("reopening the request log")
+
+    def _loop_exception(self, loop, context):
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _NO_RESOURCES \
+                and "accept" in context.get("message", ""):
+            # the asyncio loop retries accepting a second later
+            self._out_of_fds(exc.errno)
+            return
+        loop.default_exception_handler(context)
+
+    def _check_fds(self):
+        """Can this process open one more socket? uvloop (libuv) meets EMFILE on
+        accept by accepting and closing the waiting connections, silently: a
+        probe once a second is how the operator gets told."""
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        except OSError as e:
+            if e.errno in _NO_RESOURCES:
+                self._out_of_fds(e.errno)
+
+    def _out_of_fds(self, code):
+        now = time.monotonic()
+        if now - self._fds_reported < FD_REPORT_INTERVAL:
+            return
+        self._fds_reported = now
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        error_log.error("out of file descriptors (%s; limit %s, %d connection(s) open): new "
+                        "connections are dropped until some close (raise LimitNOFILE or "
+                        "ulimit -n, or lower max_connections)", errno.errorcode.get(code, code),
+                        "unlimited" if soft == resource.RLIM_INFINITY else soft,
+                        len(self.connections))
 
     def _sweep(self):
         now = time.monotonic()
+        self._check_fds()
         for conn in list(self.connections):
             conn.sweep(now)
         slot = self.slot
