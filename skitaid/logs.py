@@ -5,6 +5,7 @@ iteration batch, so a busy worker makes one write() per flush, not one per
 request.
 """
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -97,6 +98,11 @@ def _quoted(value):
     return '"%s"' % value.replace('"', "'") if value else "-"
 
 
+def token_fingerprint(token):
+    """The request log's stand-in for a bearer token: "sha256:" + 12 hex digits."""
+    return "sha256:" + hashlib.sha256(token.encode("latin-1", "replace")).hexdigest()[:12]
+
+
 class RequestLog:
     """Formats and buffers request-log lines; `flush()` is called by the loop."""
 
@@ -172,7 +178,9 @@ class RequestLog:
                 scheme, _, cred = value.partition(" ")
                 scheme = scheme.lower()
                 if scheme == "bearer":
-                    bearer = _quoted(cred)
+                    # never the token itself (a log is no place for a secret):
+                    # a fingerprint still tells one client's requests apart
+                    bearer = token_fingerprint(cred)
                 elif scheme == "basic":
                     user = _quoted(_basic_user(cred))
             elif name == "x-forwarded-for":
