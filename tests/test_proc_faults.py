@@ -227,8 +227,8 @@ def test_reload_with_a_hung_import_reports_the_boot_timeout(site, master):
     took = time.monotonic() - t0
     assert result.returncode == 1
     assert "still in progress" not in result.stderr
-    assert "server 'web': the new generation failed to start (the app import did not finish " \
-           "within 2 s (boot_timeout)); generation 1 keeps serving" in result.stderr, result.stderr
+    assert "server 'web': the new generation failed to start: the app import did not finish " \
+           "within 2 s (boot_timeout); generation 1 keeps serving" in result.stderr, result.stderr
     assert took < 10
     assert site.pids("web") == before and answer(port)[0] == "v1"
     status = site.cli("status")
@@ -245,8 +245,8 @@ def test_reload_with_a_failing_import_reports_the_traceback_line(site, master):
     write(os.path.join(site.root, "app.py"), "import no_such_module_here\n")
     result = site.cli("reload")
     assert result.returncode == 1
-    assert "server 'web': the new generation failed to start (ModuleNotFoundError: No module " \
-           "named 'no_such_module_here'); generation 1 keeps serving" in result.stderr
+    assert "server 'web': the new generation failed to start: ModuleNotFoundError: No module " \
+           "named 'no_such_module_here'; generation 1 keeps serving" in result.stderr
     status = site.cli("status").stdout
     assert "last reload failed" in status
     assert "ModuleNotFoundError: No module named 'no_such_module_here'" in status

@@ -347,7 +347,7 @@ class Master:
         if self.last_reload is not None:
             self.last_reload["ok"] = False
             self.last_reload["messages"].append(
-                "server %r: the new generation failed to start (%s); generation %d keeps "
+                "server %r: the new generation failed to start: %s; generation %d keeps "
                 "serving" % (pool.name, why or "no reason given", pool.current.number))
 
     # -- operations -------------------------------------------------------------------
