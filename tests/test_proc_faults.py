@@ -96,6 +96,51 @@ def test_workers_stop_when_their_master_is_killed(site):
         kill_all(workers)
 
 
+def test_channel_eof_tells_workers_their_master_is_gone():
+    """The portable check, without PR_SET_PDEATHSIG: a "master" forks two
+    "workers" the way spawn does (each closes the other's master end); once
+    the master is killed, each worker's end reads EOF."""
+    from skitaid.daemon.channel import MasterLink, WorkerChannel
+    import select
+    report_r, report_w = os.pipe()
+    middle = os.fork()
+    if middle == 0:                         # the "master"
+        code = 1
+        try:
+            channels = []
+            for _ in range(2):
+                ch = WorkerChannel()
+                others = [c.master_end for c in channels] + [ch.master_end]
+                if os.fork() == 0:          # a "worker"
+                    for sock in others:
+                        sock.close()
+                    link = MasterLink(ch.worker_end, os.getppid())
+                    readable = select.select([link.fileno()], [], [], 10)[0]
+                    os.write(report_w, b"E" if readable and link.sock.recv(1) == b"" else b"?")
+                    os._exit(0)
+                ch.forked()
+                channels.append(ch)
+            time.sleep(60)
+        finally:
+            os._exit(code)
+    os.close(report_w)
+    try:
+        time.sleep(0.3)
+        os.kill(middle, signal.SIGKILL)
+        os.waitpid(middle, 0)
+        got = b""
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            if select.select([report_r], [], [], 0.5)[0]:
+                chunk = os.read(report_r, 2)
+                if not chunk:
+                    break
+                got += chunk
+        assert got == b"EE"
+    finally:
+        os.close(report_r)
+
+
 def test_start_names_orphaned_workers_that_still_hold_the_port(site):
     site.app()
     port = free_port()
