@@ -36,6 +36,8 @@ class EmptyBody:
     def on_complete(self, callback):
         callback()
 
+    on_ready = on_complete
+
     def discard(self):
         pass
 
@@ -63,6 +65,7 @@ class RequestBody:
         # body: sent on the first read, never if the app does not read.
         self.continue_pending = expect_continue
         self._waiters = None
+        self._ready = None        # on_ready() callback
         self.received = 0
         self.complete = False
         self.discarding = False
@@ -75,12 +78,15 @@ class RequestBody:
         self.continue_pending = False
         if self.discarding:
             return
+        full = False
         with self._cond:
             self._buf += data
             self._cond.notify()
             if len(self._buf) - self._pos > HIGH_WATER and not self._paused:
-                self._paused = True
+                self._paused = full = True
                 self._flow.body_paused()
+        if full and self._ready is not None:
+            self._fire_ready()      # (outside the lock: the callback may answer)
         if self.notify is not None:
             self.notify()
 
@@ -93,6 +99,8 @@ class RequestBody:
             for cb in self._waiters:
                 cb()
             self._waiters = None
+        if self._ready is not None:
+            self._fire_ready()
         if self.notify is not None:
             self.notify()
 
@@ -133,6 +141,20 @@ class RequestBody:
                 self.continue_pending = False
                 self._flow.send_continue()
             self._waiters = (self._waiters or []) + [callback]
+
+    def on_ready(self, callback):
+        """Call `callback` (loop thread) once the whole body has arrived or
+        HIGH_WATER bytes of it wait unread, whichever comes first: from then
+        on a reader has data that a slow client cannot hold back. (A body
+        that fails first never calls it: its exchange is closed.)"""
+        if self.complete or self._paused:
+            callback()
+        else:
+            self._ready = callback
+
+    def _fire_ready(self):
+        callback, self._ready = self._ready, None
+        callback()
 
     def take_available(self):
         """Loop thread, for a reader on the loop (the proxy): what has arrived so

@@ -1,6 +1,8 @@
 """Status lines with reason phrases, built once."""
 from http import HTTPStatus
 
+from .http.headers import bad_value
+
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 REASONS.setdefault(425, "Too Early")
 
@@ -24,9 +26,9 @@ def status_line(status, version="1.1"):
             code, _, phrase = status.partition(" ")
             # every status line gets a reason phrase, even "299 " from an app
             text = "%s %s" % (code, phrase.strip() or reason(int(code)))
-            if "\r" in text or "\n" in text:
-                # a CR/LF in an app's status would inject headers
-                raise ValueError("CR or LF in status %r" % status)
+            if bad_value(text):
+                # a CR/LF in an app's status would inject headers (NUL: RFC 9110 5.5)
+                raise ValueError("CR, LF or NUL in status %r" % status)
         line = ("HTTP/%s %s\r\n" % (version, text)).encode("latin-1")
         if len(_lines) < 4096:   # apps with odd reason phrases must not grow this forever
             _lines[key] = line

@@ -772,10 +772,17 @@ def test_goaway_on_graceful_shutdown_and_streams_finish(root):
         sock.sendall(headers_frame(1, "/sleep").serialize())
         time.sleep(0.15)
         s.proc.send_signal(signal.SIGTERM)
-        frames = read_frames(sock)
+        # two GOAWAYs (RFC 9113 6.8): the first takes every stream, and a PING
+        # measures the round trip; once it is answered comes the real last id
+        frames = read_frames(sock, stop=lambda fs: any(isinstance(f, PingFrame) for f in fs))
         g = [f for f in frames if isinstance(f, GoAwayFrame)]
-        assert g and g[0].error_code == 0 and g[0].last_stream_id == 1
-        # a stream opened after the GOAWAY is refused; stream 1 completes
+        assert g and g[0].error_code == 0 and g[0].last_stream_id == 2 ** 31 - 1
+        ping = [f for f in frames if isinstance(f, PingFrame)][0]
+        sock.sendall(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]).serialize())
+        frames += read_frames(sock)
+        g = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert len(g) == 2 and g[1].error_code == 0 and g[1].last_stream_id == 1
+        # a stream opened after the last GOAWAY is refused; stream 1 completes
         sock.sendall(headers_frame(3).serialize())
         frames += read_frames(sock, stop=lambda fs: any(
             isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in fs))

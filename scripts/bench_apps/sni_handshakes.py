@@ -77,7 +77,7 @@ def in_memory(d, n):
     sys.path.insert(0, ROOT)
     from dataclasses import replace
     from skitaid.config.model import HostCert, ServerConfig
-    from skitaid.protocols.tls import config_context
+    from skitaid.tlsctx import config_context
     c = os.path.join(d, "cert")
     plain = ServerConfig(ssl=True, certfile=os.path.join(c, "default.pem"),
                          keyfile=os.path.join(c, "default.key"))

@@ -119,6 +119,7 @@ _SERVER_KEYS = {
     "keep_alive": ("limits.keep_alive", v.seconds()),
     "response_timeout": ("limits.response_timeout", v.seconds()),
     "request_timeout": ("limits.request_timeout", v.seconds()),
+    "min_body_rate": ("limits.min_body_rate", v.size),
     "max_upload_size": ("limits.max_upload_size", v.size),
     "max_url_size": ("limits.max_url_size", v.size),
     "max_header_size": ("limits.max_header_size", v.size),

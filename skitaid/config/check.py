@@ -51,7 +51,7 @@ def _certificates(g: GlobalConfig, server: ServerConfig) -> List[Problem]:
     """Certificates that exist but do not load (not PEM, key mismatch, bad passphrase)."""
     if not server.ssl:
         return []
-    from ..protocols.tls import server_context
+    from ..tlsctx import server_context
     problems = []
     wanted = [(_file(g, server), "server", server.certfile, server.keyfile, server.passphrase)]
     wanted += [hc.where + (hc.certfile, hc.keyfile, hc.passphrase) for hc in server.host_certs]

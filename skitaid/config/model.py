@@ -50,6 +50,10 @@ class Limits:
     max_connections: int = 10000          # per worker; above it new connections get 503
     keep_alive: float = 10.0              # idle keep-alive timeout, seconds
     request_timeout: float = 30.0         # slow headers / stalled body → 408
+    # a request body must come at this many bytes/s at least once a grace of
+    # request_timeout is used up (the time allowed grows 1 s per this many
+    # bytes), else 408; 0: off
+    min_body_rate: int = 1024
     response_timeout: float = 10.0        # a client that stops reading the response is dropped
 
 

@@ -12,7 +12,7 @@ import time
 
 import httptools
 
-from ..protocols.h1 import _bad_value
+from ..http.headers import BODY_METHODS, bad_value, is_request_target, is_token
 from .cluster import ConnectFailed, host_header
 from .h2client import H2ClientConnection, H2Origins, StreamRefused
 
@@ -21,6 +21,8 @@ __all__ = ["ClientPool", "ConnectFailed", "ProtocolError", "http_request"]
 MAX_RESPONSE_SIZE = 64 * 1024 * 1024     # a buffered (was) response larger than this fails
 MAX_HEAD_SIZE = 64 * 1024
 MAX_PER_ORIGIN = 32
+# written by start() from its own arguments, never copied from a caller's header list
+_OWN = frozenset(("host", "content-length", "transfer-encoding"))
 # below the usual servers' keep-alive timeouts, so we rarely reuse a
 # connection the other side is closing
 IDLE_TIMEOUT = 4.0
@@ -172,20 +174,42 @@ class ClientConnection(asyncio.Protocol):
             sink.on_end(keep)
 
     # -- used by requesters -----------------------------------------------------------
-    def start(self, sink, method, target, headers, host_header, body=None):
-        """Send a request head (and a complete body, if given)."""
+    def start(self, sink, method, target, headers, host_header, body=None, length=None,
+              chunked=False):
+        """Send a request head (and a complete body, if given).
+
+        The framing and Host are the writer's own: Content-Length is len(body)
+        or `length` (the caller then writes exactly that many bytes), or with
+        `chunked` Transfer-Encoding: chunked (the caller writes the chunks and
+        the last one); Host is `host_header`. Fields of those names in
+        `headers` are never written, so no list of headers can make the head
+        disagree with the bytes that follow. ValueError for a method, target
+        or field that cannot be written as it is."""
+        if not is_token(method) or not is_request_target(target) or bad_value(host_header):
+            raise ValueError("bad request line or Host for %r" % target)
+        lines = ["%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host_header)]
+        for name, value in headers:
+            if not is_token(name) or bad_value(value):
+                raise ValueError("header %r cannot be sent" % name)
+            if name.lower() not in _OWN:
+                lines.append("%s: %s\r\n" % (name, value))
+        if body:
+            if chunked:
+                raise ValueError("a complete body is not sent chunked")
+            length = len(body)
+        if chunked:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        elif length is not None:
+            lines.append("Content-Length: %d\r\n" % length)
+        elif method in BODY_METHODS:
+            lines.append("Content-Length: 0\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
         self.sink = sink
         self.requests += 1
         self.got_response_bytes = False
         self.head_only = method == "HEAD"
         self._headers_done = False
-        lines = ["%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host_header)]
-        for name, value in headers:
-            if _bad_value(value) or _bad_value(name):
-                raise ValueError("CR or LF in header %r" % name)
-            lines.append("%s: %s\r\n" % (name, value))
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
         if body:
             self.transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:

@@ -22,14 +22,15 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 
 from ..http_status import REASONS
-from ..protocols.h1 import _bad_value
+from ..http.headers import BODY_METHODS, bad_value, is_request_target, is_token
 
 STREAM_WINDOW = 1024 * 1024          # per stream: what the server may send before we ack
 CONN_WINDOW = 16 * 1024 * 1024
 MAX_HEAD_SIZE = 64 * 1024
-# connection-specific headers have no place in HTTP/2 (RFC 9113 8.2.2)
+# connection-specific headers have no place in HTTP/2 (RFC 9113 8.2.2); Host is
+# :authority, and content-length is made here from the body that is sent
 _DROP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                   "upgrade", "host", "te"))
+                   "upgrade", "host", "te", "content-length"))
 
 
 # HTTP/2 names are lowercase: results get the usual HTTP/1.1 spelling, so they
@@ -303,6 +304,8 @@ class H2ClientConnection(asyncio.Protocol):
 
     async def request(self, method, target, headers, host_header, body, max_size):
         """(status, reason, headers, body bytes); StreamRefused when it may go elsewhere."""
+        if not is_token(method) or not is_request_target(target) or bad_value(host_header):
+            raise ValueError("bad method, :path or :authority for %r" % target)
         await self._take_slot()
         try:
             if not self.usable:
@@ -314,9 +317,11 @@ class H2ClientConnection(asyncio.Protocol):
                 lname = name.lower()
                 if lname in _DROP:
                     continue
-                if _bad_value(value) or _bad_value(name):
-                    raise ValueError("CR or LF in header %r" % name)
+                if not is_token(name) or bad_value(value):
+                    raise ValueError("header %r cannot be sent" % name)
                 head.append((lname, value))
+            if body or method in BODY_METHODS:
+                head.append(("content-length", str(len(body or b""))))
             sid = st.sid = self.h2.get_next_available_stream_id()
             self.h2.send_headers(sid, head, end_stream=not body)
             self.streams[sid] = st

@@ -22,7 +22,6 @@ from .task import DEFAULT_TIMEOUT, STA_NORMAL, Result, bounded, failed_task, get
 
 USER_AGENT = "skitaid/" + __version__
 DEFAULT_READ_TIMEOUT = 60.0
-BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 def header_list(headers):
@@ -172,9 +171,8 @@ def build(engine, method, url, data=None, headers=None, auth=None, use_cache=Tru
                 hdrs.append(("Authorization", "Basic " + token))
             else:
                 hdrs.append(("Authorization", str(auth)))
+        # (the request writers add Content-Length from the body they send)
         body, hdrs = encode_body(data, hdrs, upload)
-        if body or method in BODY_METHODS:
-            hdrs.append(("Content-Length", str(len(body))))
         hdrs.extend(txn_headers)
     except (ValueError, LookupError, TypeError) as e:
         return failed_task(e, meta)

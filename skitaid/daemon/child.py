@@ -58,7 +58,7 @@ def boot_failure(e):
 
 
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
-                close, link=None):
+                close, tls_context=None, link=None):
     """Runs in the child after fork(); never returns.
 
     `link`: the worker's end of its channel to the master (channel.MasterLink)."""
@@ -80,8 +80,8 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         from ..worker.worker import Worker
         from ..handlers import static  # noqa: F401  (imported lazily by the router)
         worker = Worker(server, sockets, index, request_log_path, slot,
-                        forward_sockets=forward_sockets, link=link)
-        worker.tls_context()            # the key file may be readable by root only
+                        forward_sockets=forward_sockets, tls_context=tls_context, link=link)
+        worker.tls_context()            # (built by the master; else here: keys may be root's only)
         prctl = _prctl()
         if credentials is not None:
             from .privileges import drop

@@ -21,6 +21,7 @@ from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
+from ..tlsctx import ContextCache
 from .scoreboard import STATE_NAMES, Scoreboard
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
@@ -60,6 +61,9 @@ class Master:
         self._next_watchdog = 0.0
         self._credentials = {}
         self._channels = {}            # worker pid → WorkerChannel
+        # each server's SSL context, built here so all its workers share the
+        # session-ticket key; kept across reloads while its files are unchanged
+        self._tls = ContextCache()
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -110,7 +114,8 @@ class Master:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,
                            server.threads)
-            self.pools[server.name] = ServerPool(self, server, self._sockets(server))
+            self.pools[server.name] = ServerPool(self, server, self._sockets(server),
+                                                 self._tls_context(server))
         try:
             self._loop()
         finally:
@@ -127,9 +132,8 @@ class Master:
     def _listen(self, server, inherited=None):
         """Bind (or reuse) the server's listener and its HTTP→HTTPS forward port."""
         if server.ssl:      # a bad certificate or passphrase: say so before listening
-            from ..protocols.tls import config_context
             try:
-                config_context(server)      # the server's certificate and each host's (SNI)
+                self._tls.build(server)     # the server's certificate and each host's (SNI)
             except ValueError as e:
                 raise _StartError("server %r: %s" % (server.name, e))
         for n, (address, port) in enumerate(server.listen_addresses):
@@ -149,6 +153,10 @@ class Master:
                         message += " (%s)" % held if held else ""
                     raise _StartError(message)
             self.listeners[key] = sock
+
+    def _tls_context(self, server):
+        """The SSL context _listen built for the server's workers (None: no TLS)."""
+        return self._tls.get(server.name) if server.ssl else None
 
     def _sockets(self, server):
         """[own listener] + [forward listener]: what the server's workers get."""
@@ -308,7 +316,7 @@ class Master:
         if pid == 0:
             main, forward = gen.sockets[:1], gen.sockets[1:]
             worker_main(server, main, forward, index, self.scoreboard.slot(slot),
-                        self._credentials.get(server.name), request_log, close,
+                        self._credentials.get(server.name), request_log, close, gen.tls,
                         MasterLink(channel.worker_end, master_pid))
         channel.forked()
         self._channels[pid] = channel
@@ -376,6 +384,7 @@ class Master:
         if new.globals != self.config.globals:
             messages.append("[global] changes (paths, user) take effect at the next restart")
         wanted = {s.name: s for s in new.servers}
+        self._tls.retain(wanted)
         # servers gone from servers-enabled/ stop gracefully (and may come back
         # under the same name while they drain)
         for name in [n for n in self.pools if n not in wanted]:
@@ -395,9 +404,10 @@ class Master:
             pool = self.pools.get(server.name)
             if pool is None:
                 error_log.info("server %r added on %s", server.name, describe_address(server))
-                self.pools[server.name] = ServerPool(self, server, self._sockets(server))
+                self.pools[server.name] = ServerPool(self, server, self._sockets(server),
+                                                     self._tls_context(server))
             else:
-                pool.new_generation(server, self._sockets(server))
+                pool.new_generation(server, self._sockets(server), self._tls_context(server))
         self.config = new
         self.reloading = True
         self.last_reload = {"ok": not messages, "messages": messages}
@@ -451,7 +461,12 @@ class Master:
             if pool is None:
                 return {"ok": False, "messages": ["no server named %r (running: %s)"
                                                   % (name, ", ".join(self.pools) or "none")]}
-            pool.restart()
+            config = pool.latest()[0]
+            try:        # renewed certificate files are loaded; unchanged ones keep their key
+                tls = self._tls.build(config) if config.ssl else None
+            except ValueError as e:
+                return {"ok": False, "messages": ["server %r: %s" % (name, e)]}
+            pool.restart(tls)
             self.reloading = True
             return {"ok": True, "messages": []}
         return {"ok": False, "messages": ["unknown command %r" % cmd]}
@@ -484,6 +499,7 @@ class Master:
                 "name": pool.name, "state": pool.state, "reason": pool.reason,
                 "address": describe_address(c), "generation": pool.current.number,
                 "pending_generation": pool.pending.number if pool.pending else None,
+                "reload_waiting": pool.deferred is not None,
                 "target_workers": pool.target, "workers": workers})
         return {"ok": True, "pid": os.getpid(), "started": self.started,
                 "uptime": round(time.time() - self.started, 1),

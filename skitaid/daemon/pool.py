@@ -1,10 +1,20 @@
 """One server's workers, supervised by the master.
 
 A pool holds the current generation of worker processes, at most one
-pending generation (a reload waiting for its workers to be ready) and the
-workers being retired. The master calls `tick()` a few times a second and
-`reaped()` when a child exits; everything here runs on the master's single
-thread, so there is no locking.
+pending generation (a reload waiting for its workers to be ready), at most
+one deferred reload and the workers being retired.
+
+A pending generation whose workers are partly ready is already serving (its
+ready workers accept from the shared listeners next to the current ones), so
+a newer reload never throws it away: it waits, deferred, until that
+generation is promoted or has failed, and then starts. Only a pending
+generation that has served nobody yet is replaced at once. So a generation
+that fails to boot always leaves the newest generation that was serving in
+place, and what clients see only moves forward.
+
+The master calls `tick()` a few times a second and `reaped()` when a child
+exits; everything here runs on the master's single thread, so there is no
+locking.
 """
 import os
 import signal
@@ -20,6 +30,8 @@ FAST_STOP = 2.0              # QUIT: workers get this long before SIGKILL
 # A CPU-runaway worker (critical_point) gets this long after its replacement
 # took over, not graceful_timeout: the requests it spins on cannot finish anyway.
 RUNAWAY_GRACE = 3.0
+
+SUPERSEDED = "superseded by a newer reload"
 
 # pool states
 STARTING, RUNNING, FAILED, STOPPING, STOPPED = "starting", "running", "failed", "stopping", "stopped"
@@ -50,15 +62,27 @@ class WorkerProc:
 
 
 class Generation:
-    def __init__(self, number, config, sockets):
+    def __init__(self, number, config, sockets, tls=None):
         self.number = number
         self.config = config
         self.sockets = sockets
+        self.tls = tls             # the SSL context every worker of it inherits (tlsctx.py)
         self.workers = {}          # index → WorkerProc
         self.started = time.monotonic()
 
     def all_ready(self, target):
         return len(self.workers) >= target and all(w.ready_at for w in self.workers.values())
+
+    def serving(self, scoreboard):
+        """Has any worker of it begun to take connections? The scoreboard is read
+        here and now: a worker may be ready before the next tick has seen it."""
+        for w in self.workers.values():
+            if w.ready_at:
+                return True
+            state, pid, _, _ = scoreboard.read(w.slot)
+            if state in (sb.READY, sb.RECYCLE) and pid == w.pid:
+                return True
+        return False
 
 
 def _boot_timeout_cause(config):
@@ -75,15 +99,16 @@ def _describe_exit(status):
 
 
 class ServerPool:
-    def __init__(self, master, config, sockets):
+    def __init__(self, master, config, sockets, tls=None):
         self.master = master
         self.name = config.name
         self.state = STARTING
         self.reason = ""
         self.target = config.processes
         self.generations = 0
-        self.current = self._generation(config, sockets)
+        self.current = self._generation(config, sockets, tls)
         self.pending = None
+        self.deferred = None       # (config, sockets, tls) of a reload waiting for `pending`
         self.retiring = []
         self.outgoing = []         # still serving while their replacement boots
         self.boot_failures = 0
@@ -95,9 +120,9 @@ class ServerPool:
     def config(self):
         return self.current.config
 
-    def _generation(self, config, sockets):
+    def _generation(self, config, sockets, tls=None):
         self.generations += 1
-        return Generation(self.generations, config, sockets)
+        return Generation(self.generations, config, sockets, tls)
 
     def _spawn(self, gen, index, replaces=None):
         pid, slot = self.master.spawn(self, gen, index)
@@ -120,16 +145,26 @@ class ServerPool:
         socks = list(self.current.sockets)
         if self.pending is not None:
             socks += self.pending.sockets
+        if self.deferred is not None:
+            socks += self.deferred[1]
         return socks
 
     # -- life cycle -------------------------------------------------------------
-    def new_generation(self, config, sockets):
+    def new_generation(self, config, sockets, tls=None):
         """Reload: start a generation of workers; the current one serves until it is ready."""
         if self.pending is not None:
-            self._abandon("superseded by a newer reload")
+            if self.pending.serving(self.master.scoreboard) and self.state != FAILED:
+                # it serves already: let it finish booting; the newest deferred reload wins
+                self.deferred = (config, sockets, tls)
+                error_log.info("server %r: generation %d is starting and already serving; "
+                               "the reload follows once it is ready (or has failed)",
+                               self.name, self.pending.number)
+                return
+            self._abandon(SUPERSEDED)
+        self.deferred = None
         if self.state == FAILED:
             # nothing to keep serving: replace the failed generation outright
-            self.current = self._generation(config, sockets)
+            self.current = self._generation(config, sockets, tls)
             self.state = STARTING
             self.target = config.processes
             self.boot_failures = 0
@@ -137,14 +172,21 @@ class ServerPool:
             for index in range(self.target):
                 self._spawn(self.current, index)
             return
-        self.pending = self._generation(config, sockets)
+        self.pending = self._generation(config, sockets, tls)
         self.target = config.processes
         for index in range(self.target):
             self._spawn(self.pending, index)
 
+    def _start_deferred(self):
+        if self.deferred is not None and self.state not in (STOPPING, STOPPED):
+            config, sockets, tls = self.deferred
+            self.deferred = None
+            self.new_generation(config, sockets, tls)
+
     def stop(self, graceful=True):
         self.state = STOPPING
         self.respawn.clear()
+        self.deferred = None
         for w in list(self.current.workers.values()):
             self._retire(w, graceful)
         self.current.workers.clear()
@@ -175,9 +217,18 @@ class ServerPool:
             self._retire(self.current.workers.pop(index), True)
         error_log.info("server %r: %d workers (TTOU)", self.name, self.target)
 
-    def restart(self):
-        """Replace every worker gracefully (new app code), as a reload would."""
-        self.new_generation(self.current.config, self.current.sockets)
+    def latest(self):
+        """(config, sockets, tls) of the newest generation the pool was given."""
+        if self.deferred is not None:
+            return self.deferred
+        gen = self.pending or self.current
+        return gen.config, gen.sockets, gen.tls
+
+    def restart(self, tls=None):
+        """Replace every worker gracefully (new app code), as a reload would,
+        with the newest configuration the pool was given."""
+        config, sockets, latest_tls = self.latest()
+        self.new_generation(config, sockets, tls or latest_tls)
 
     def _free_index(self):
         index = 0
@@ -202,7 +253,8 @@ class ServerPool:
         except ProcessLookupError:
             pass
 
-    def _abandon(self, why):
+    def _abandon(self, why, cause=""):
+        """`cause`: what the operator is told for a failed reload (default: why)."""
         gen = self.pending
         self.pending = None
         error_log.error("server %r: new generation %d abandoned (%s); generation %d keeps serving",
@@ -210,7 +262,10 @@ class ServerPool:
         for w in gen.workers.values():
             self._retire(w, False)
         self.target = len(self.current.workers) or self.current.config.processes
-        self.master.generation_abandoned(self, gen, why)
+        if why != SUPERSEDED and self.deferred is not None:
+            self._start_deferred()      # the newer reload goes on and reports for itself
+        else:
+            self.master.generation_abandoned(self, gen, cause or why)
 
     # -- events from the master ----------------------------------------------------
     def reaped(self, pid, status):
@@ -237,7 +292,8 @@ class ServerPool:
                     self.master.release(w)
                     error_log.error("server %r: worker #%d (pid %d) of the new generation %s",
                                     self.name, index, pid, _describe_exit(status))
-                    self._abandon(cause or "a worker failed to start: %s" % _describe_exit(status))
+                    self._abandon("a worker failed to start",
+                                  cause or "a worker exited: %s" % _describe_exit(status))
                     return True
         for index, w in list(self.current.workers.items()):
             if w.pid != pid:
@@ -336,6 +392,7 @@ class ServerPool:
         self.respawn.clear()
         error_log.info("server %r: generation %d serving, generation %d retiring",
                        self.name, self.current.number, old.number)
+        self._start_deferred()
 
     def _watch(self, gen, now):
         timeout = gen.config.worker_timeout

@@ -13,21 +13,55 @@ WebSocket upgrades go the same way with Upgrade/Connection passed on; a
 backend's 101 is relayed and the two connections become a byte tunnel
 (protocols/tunnel.py); any other answer is relayed as a normal response.
 The forward proxy also opens CONNECT tunnels (ForwardProxyHandler).
+
+The framing is the proxy's own, both ways. The client's Content-Length and
+Transfer-Encoding are never copied: the backend gets a canonical
+Content-Length for a body of known length, chunked for one of unknown length
+(an HTTP/2 stream without content-length), and the client gets the length
+the backend's parser framed the response by. `Connection` removes only the
+client's own end-to-end fields, never what the proxy writes (framing, Host,
+X-Forwarded-*), and names with an underscore are not forwarded (they could
+stand for a dash-named field behind a CGI-style mapping).
 """
 import asyncio
 import time
 
-from ..exchange import header_tokens
+from ..body import EMPTY_BODY
+from ..http.headers import (BODY_METHODS, HOP_BY_HOP, bad_value, header_tokens,
+                            is_request_target, is_token)
 from ..logs import error_log
 from ..corequest.client import ConnectFailed
 from ..was import adopt_txn_ids
 from .errors import error_response
 
-HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                        "upgrade"))
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
+CHUNKED = "chunked"
+# written by the proxy (or the request writer) itself: a client's are never copied
+OWN = frozenset(("host", "content-length", "transfer-encoding", "expect",
+                 "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"))
+
+# a backend's 101 fields that are not relayed (ours, or framing that no longer applies)
+_NOT_ON_101 = frozenset(("connection", "date", "server", "content-length", "transfer-encoding",
+                         "keep-alive"))
+
+
+class BodyMismatch(Exception):
+    """The body that arrived does not match the length the backend was promised."""
+
+
+def request_framing(request):
+    """How the request body goes to the backend: an int (Content-Length, 0 for
+    "no body" where the method expects one), CHUNKED (a body of unknown
+    length), or None (no body and nothing to say about it)."""
+    body = request.body
+    if body is None or body is EMPTY_BODY:
+        if request.content_length is not None or request.method in BODY_METHODS:
+            return 0
+        return None
+    if request.chunked or request.content_length is None:
+        return CHUNKED
+    return request.content_length
 
 
 def wants_websocket(exchange):
@@ -36,7 +70,7 @@ def wants_websocket(exchange):
     upgrade = request.header("upgrade")
     return (upgrade is not None and "websocket" in header_tokens(upgrade)
             and "upgrade" in header_tokens(request.header("connection") or "")
-            and request.method == "GET" and not request.content_length and not request.chunked
+            and request.method == "GET" and not request_framing(request)
             and getattr(exchange, "switch_protocol", None) is not None)
 
 
@@ -76,16 +110,25 @@ class _Stream:
                 drop = drop | header_tokens(value)
         out = []
         length = None
+        coded = False
         for name, value in headers:
             lname = name.lower()
+            if lname == "content-length":
+                # what llhttp framed the response by (it refuses duplicates);
+                # the backend's Connection cannot take it away
+                if value.isascii() and value.isdigit():
+                    length = int(value)
+                continue
+            if lname == "transfer-encoding":
+                coded = True            # a coding overrides a length (RFC 9112 6.3)
             if lname in drop:
                 continue
-            if lname == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    continue
             out.append((name, value))
+        if coded:
+            length = None
+        if length is not None:
+            # canonical, for the responses whose head states it without a body (HEAD, 304)
+            out.append(("Content-Length", str(length)))
         if not self.head.done():
             self.head.set_result(None)
         ex.t_handled = time.monotonic()
@@ -161,25 +204,37 @@ class ProxyHandler:
             path = path[:-1] or "/"
         return path + ("?" + request.query if request.query else "")
 
-    def _headers(self, request, member, upgrade=False):
-        drop = HOP_BY_HOP
-        forwarded_for = None
+    def _headers(self, request, upgrade=False):
+        """The client's fields as the backend gets them, plus X-Forwarded-*;
+        None when a field cannot be forwarded as it is (a 400). Host and the
+        framing are not in it: the request writer makes them."""
+        named = set()
         for name, value in request.headers:
             if name == "connection":
-                drop = drop | header_tokens(value)
+                named |= header_tokens(value)
+        drop = HOP_BY_HOP | OWN
         out = []
         if upgrade:
             # a WebSocket handshake: these two are for the backend this time
             out.append(("Connection", "Upgrade"))
-            out.append(("Upgrade", request.header("upgrade")))
+            out.append(("Upgrade", "websocket"))
+        forwarded_for = None
+        cookie_at = None
         for name, value in request.headers:
-            if name in drop or name == "host" or name == "expect":
+            if not is_token(name) or bad_value(value):
+                return None
+            if name in named or "_" in name:
                 continue
-            if name == "x-forwarded-for":
-                forwarded_for = value if forwarded_for is None else forwarded_for + ", " + value
+            if name in drop:
+                if name == "x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + ", " + value
                 continue
-            if name in ("x-forwarded-proto", "x-forwarded-host"):
-                continue        # ours replace whatever the client claims
+            if name == "cookie":
+                # one field for HTTP/1.1, as HTTP/2 clients send crumbs (RFC 9113 8.2.3)
+                if cookie_at is not None:
+                    out[cookie_at] = ("cookie", out[cookie_at][1] + "; " + value)
+                    continue
+                cookie_at = len(out)
             out.append((name, value))
         client = request.client[0] if request.client else ""
         if client:
@@ -190,8 +245,6 @@ class ProxyHandler:
         raw_host = request.header("host")
         if raw_host:
             out.append(("X-Forwarded-Host", raw_host))
-        if request.chunked:
-            out.append(("Transfer-Encoding", "chunked"))
         return out
 
     async def _proxy(self, exchange):
@@ -211,7 +264,16 @@ class ProxyHandler:
             gtxid = request.header("x-gtxn-id")
             if gtxid:           # passed on as they are; kept for the request log
                 adopt_txn_ids(request, gtxid, request.header("x-ltxn-id"))
-        has_body = request.content_length or request.chunked
+        framing = request_framing(request)
+        if (framing is not None and framing is not CHUNKED and framing < 0) \
+                or not is_token(request.method) or not is_request_target(target):
+            exchange.respond(*error_response(400))
+            return
+        headers = self._headers(request, upgrade)
+        if headers is None:
+            exchange.respond(*error_response(400))
+            return
+        has_body = bool(framing)
         retry_ok = request.method in IDEMPOTENT and not has_body
         tried = 0
         status = 502
@@ -221,7 +283,8 @@ class ProxyHandler:
             tried += 1
             member.inflight += 1
             try:
-                await self._one(exchange, cluster, member, target, has_body, retry_ok, upgrade)
+                await self._one(exchange, cluster, member, target, headers, framing, retry_ok,
+                                upgrade)
                 return
             except ConnectFailed as e:
                 cluster.failed(member)
@@ -244,7 +307,8 @@ class ProxyHandler:
         elif not exchange.done:
             exchange.abort()
 
-    async def _one(self, exchange, cluster, member, target, has_body, retry_ok, upgrade=False):
+    async def _one(self, exchange, cluster, member, target, headers, framing, retry_ok,
+                   upgrade=False):
         request = exchange.request
         pool = self.worker.corequests.pool
         conn, reused = await pool.acquire(member.key)
@@ -256,12 +320,13 @@ class ProxyHandler:
         sent_body = False
         timer = None
         try:
-            conn.start(stream, request.method, target, self._headers(request, member, upgrade),
-                       host_header, None)
+            conn.start(stream, request.method, target, headers, host_header, None,
+                       length=None if framing is CHUNKED else framing,
+                       chunked=framing is CHUNKED)
             cluster.succeeded(member)
-            if has_body:
+            if framing:
                 sent_body = True
-                await self._send_body(request, conn, request.chunked)
+                await self._send_body(request, conn, framing)
             # a plain timer, not wait_for: no extra task and future per request
             timer = self.loop.call_later(self.timeout, stream.time_out, conn)
             await stream.head
@@ -315,13 +380,13 @@ class ProxyHandler:
         # in flight while it lasts: the member choice sees long-lived WebSockets
         member.inflight += 1
         tunnel.on_close = member.release_one
-        keep = [(n, v) for n, v in headers
-                if n.lower() not in ("date", "server", "content-length", "transfer-encoding",
-                                     "keep-alive")]
-        try:
-            switched = exchange.switch_protocol(keep, tunnel.client)
-        except ValueError:          # a header that cannot be sent (CR/LF)
-            switched = False
+        switched = False
+        keep = _switch_headers(headers)
+        if keep is not None:
+            try:
+                switched = exchange.switch_protocol(keep, tunnel.client)
+            except ValueError:      # a value that is not latin-1
+                switched = False
         if not switched:
             tunnel.close_now()
             if not exchange.closed and not exchange.head_sent:
@@ -329,7 +394,12 @@ class ProxyHandler:
             elif not exchange.done:
                 exchange.abort()
 
-    async def _send_body(self, request, conn, chunked):
+    async def _send_body(self, request, conn, framing):
+        """Stream the client's body on: chunked, or exactly `framing` bytes.
+        BodyMismatch if more or fewer arrive (the connection is then closed,
+        never reused out of step)."""
+        chunked = framing is CHUNKED
+        left = None if chunked else framing
         body = request.body
         wake = asyncio.Event()
         body.notify = wake.set
@@ -337,6 +407,10 @@ class ProxyHandler:
             while True:
                 data = body.take_available()
                 if data:
+                    if left is not None:
+                        if len(data) > left:
+                            raise BodyMismatch("more body than its Content-Length")
+                        left -= len(data)
                     conn.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
                     await conn.drain()
                     if conn.closed:
@@ -348,8 +422,31 @@ class ProxyHandler:
                 await wake.wait()
         finally:
             body.notify = None
+        if left:
+            raise BodyMismatch("body shorter than its Content-Length")
         if chunked:
             conn.write(CHUNK_END)
+
+
+def _switch_headers(headers):
+    """The backend's 101 fields for the client: its own hop-by-hop fields (those
+    its Connection names) and its framing, Date, Server and Keep-Alive go,
+    Connection is ours; Upgrade and Sec-WebSocket-* pass. None when one
+    cannot be sent as it is."""
+    named = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named |= header_tokens(value)
+    named.discard("upgrade")
+    keep = [("Connection", "Upgrade")]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _NOT_ON_101 or lname in named:
+            continue
+        if not is_token(name) or bad_value(value):
+            return None
+        keep.append((name, value))
+    return keep
 
 
 def parse_authority(target):

@@ -3,8 +3,11 @@
 With a thread pool the app runs in a pool thread and hands its output to the
 loop with `call_soon_threadsafe`; a complete list body goes over in one hop,
 streamed bodies chunk by chunk with backpressure (the app thread waits while
-the client is not keeping up). With `threads = 0` the app runs on the loop
-itself, after the whole request body has arrived.
+the client is not keeping up). A request body of known length is awaited on
+the loop before the app gets a thread (all of it, or a buffer's worth), so a
+client sending it slowly ties up a connection, not a thread. With
+`threads = 0` the app runs on the loop itself, after the whole request body
+has arrived.
 """
 import asyncio
 import os
@@ -204,6 +207,24 @@ class WSGIHandler:
                 body.buffer_all()
             body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
             return
+        req = exchange.request
+        body = req.body
+        if body.complete or req.chunked or req.expect_continue:
+            # At once: a body of unknown length may be read as it streams (the
+            # app answering as it goes), and with Expect: 100-continue the app
+            # decides whether the body is wanted at all. The protocol's body
+            # rate rule bounds how long a slow body holds the thread then.
+            self._submit(exchange)
+        else:
+            # No app thread while a body of known length is on its way: a
+            # client that trickles it holds a connection, not a thread, until
+            # the body is here or a buffer's worth is (the rest streams).
+            body.on_ready(lambda: self._submit(exchange))
+
+    def _submit(self, exchange):
+        if exchange.closed:
+            return
+        pool = self.pool
         limit = self.estimated_timeout
         if limit and pool.estimated_wait() > limit:
             exchange.respond(503, [("Retry-After", str(max(1, int(limit)))),
@@ -228,6 +249,9 @@ class WSGIHandler:
         env["SERVER_PROTOCOL"] = "HTTP/" + req.version
         env["wsgi.url_scheme"] = req.scheme
         env["wsgi.input"] = req.body
+        # a list that fills in place when the trailer section arrives (read
+        # the body to its end first); () when the body cannot have trailers
+        env["skitaid.request_trailers"] = req.trailers
         if req.scheme == "https":
             env["HTTPS"] = "on"
         if req.version == "2":

@@ -3,12 +3,17 @@
 Kept in one place so that a fix to what counts as hop-by-hop, or to which
 bytes a field value may hold, reaches every path at once.
 """
+import re
 
 # Meaningful for one connection only (RFC 9110 7.6.1): never forwarded.
 HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
 ))
+
+# Methods that define a meaning for content: a request of these without a body
+# still says so with Content-Length: 0 (RFC 9110 8.6).
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 # Fields a sender may not put in a trailer section (RFC 9110 6.5.1): message
 # framing, routing, request modifiers, authentication, and the fields that
@@ -40,6 +45,24 @@ def bad_value(value):
     """True when a field name or value holds a byte that may never be sent
     (CR, LF or NUL: RFC 9110 5.5)."""
     return "\n" in value or "\r" in value or "\x00" in value
+
+
+# RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+# "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# a request target as it may stand in a request line: visible ASCII, no space
+_TARGET = re.compile(r"[!-~]+\Z")
+
+
+def is_token(name):
+    """True for a valid field name or method (RFC 9110 5.1, 9.1)."""
+    return _TOKEN.match(name) is not None
+
+
+def is_request_target(target):
+    """True when `target` can be written in an HTTP/1.1 request line as it is:
+    non-empty visible ASCII, no whitespace (RFC 9112 3.2)."""
+    return _TARGET.match(target) is not None
 
 
 def trailer_fields(fields):

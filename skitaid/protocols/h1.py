@@ -15,6 +15,7 @@ import httptools
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request, host_without_port
+from ..http.headers import bad_value, trailer_fields
 from ..http_status import status_code, status_line
 from . import dates, h2c
 from .base import Batched, addresses
@@ -41,8 +42,31 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def _bad_value(v):
-    return "\n" in v or "\r" in v
+class _Stop(Exception):
+    """Raised inside on_message_complete: no request after this one is read."""
+
+
+_bad_value = bad_value     # (old private name, still imported by the corequest clients)
+
+
+class _BodyReader:
+    """Parser callbacks for the body of an Upgrade request that is not
+    upgraded (see H1Connection._body_after_upgrade): llhttp ends such a
+    message at its head, so a fresh parser reads the body after a stand-in
+    head that only carries the framing; that head itself is not passed on."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.in_head = True
+        self.on_body = conn.on_body
+        self.on_message_complete = conn.on_message_complete
+
+    def on_headers_complete(self):
+        self.in_head = False
+
+    def on_header(self, name, value):
+        if not self.in_head:
+            self.conn.on_header(name, value)     # the trailer section
 
 
 class H1Exchange(Exchange):
@@ -77,6 +101,9 @@ class H1Exchange(Exchange):
         explicit_length = None
         lines = []
         for name, value in headers:
+            if bad_value(value) or bad_value(name):
+                # (checked first: an app's Content-Length is sent as it is for HEAD and 304)
+                raise ValueError("CR, LF or NUL in response header %r" % name)
             lname = name.lower()
             if lname == "content-length":
                 explicit_length = value
@@ -87,8 +114,6 @@ class H1Exchange(Exchange):
                 continue
             if lname == "transfer-encoding" or lname == "keep-alive":
                 continue   # framing is ours to decide
-            if _bad_value(value) or _bad_value(name):
-                raise ValueError("CR or LF in response header %r" % name)
             lines.append("%s: %s\r\n" % (name, value))
         if code < 200 or code == 204 or code == 304:
             # These never carry a body, whatever the handler writes: flag the
@@ -151,9 +176,9 @@ class H1Exchange(Exchange):
         self.conn.send(head)
 
     def _bad_head(self):
-        """The handler's status or headers cannot be sent (CR/LF injection,
-        not latin-1): answer 500 and close instead of leaving the client
-        waiting; whatever the handler sends afterwards is dropped."""
+        """The handler's status or headers cannot be sent (CR/LF/NUL
+        injection, not latin-1): answer 500 and close instead of leaving the
+        client waiting; whatever the handler sends afterwards is dropped."""
         self.conn.worker.log_exception("sending the response head for %s %s"
                                        % (self.request.method, self.request.target))
         self.status = 500
@@ -338,6 +363,12 @@ class H1Connection(Batched):
         self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
         self._upgrade_tail = None  # bytes after a head that asked to switch protocols
+        self._upgrade_body = False  # an Upgrade head with a body that is read as a plain request
+        self._stop_after = False   # the request being parsed is the connection's last
+        self._stopped = False      # ... and it is complete: nothing more is parsed
+        self._trailers = None      # trailer fields of the chunked body being parsed
+        self._body_time = 0.0      # seconds the body being parsed was awaited (rate rule)
+        self._body_swept = 0.0     # when the sweep last added to _body_time
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
@@ -426,35 +457,13 @@ class H1Connection(Batched):
             data = h2c.sniff(self, data)
             if data is None:
                 return
-        if self.state >= LINGER:
+        if self.state >= LINGER or self._stopped:
             if self.state == LINGER:
                 self._linger_bytes += len(data)
                 if self._linger_bytes > LINGER_BYTES:
                     self.close_soon()
-            return      # DRAIN: nothing after a bad request is parsed
-        try:
-            self.parser.feed_data(data)
-        except _Reject as e:
-            self.reject(e.status, e.detail)
-            return
-        except httptools.HttpParserUpgrade as e:
-            rest = data[e.args[0]:]     # after the head: not HTTP/1.1
-            if self._h2c_request is not None:
-                h2c.switch(self, rest)
-            else:
-                self._upgrade_requested(rest)     # WebSocket, tunnels
-            return
-        except httptools.HttpParserCallbackError as e:
-            cause = e.__context__
-            if isinstance(cause, _Reject):
-                self.reject(cause.status, cause.detail)
-            else:
-                self.worker.log_exception("parser callback")
-                self.reject(500, "internal error")
-            return
-        except httptools.HttpParserError as e:
-            self.reject(400, str(e))
-            return
+            return      # DRAIN: nothing after a bad request is parsed (nor after the last one)
+        self._feed(data)
         if self._in_head:
             # llhttp buffers an unfinished head for us: bound it. Where a head
             # starts inside a chunk is unknown (-1 from on_message_begin), so
@@ -469,6 +478,31 @@ class H1Connection(Batched):
                 self._head_bytes = n
                 if n > self.limits.max_header_size + self.limits.max_url_size:
                     self._too_big_head()
+
+    def _feed(self, data):
+        try:
+            self.parser.feed_data(data)
+        except _Reject as e:
+            self.reject(e.status, e.detail)
+        except httptools.HttpParserUpgrade as e:
+            rest = data[e.args[0]:]     # after the head: not HTTP/1.1
+            if self._h2c_request is not None:
+                h2c.switch(self, rest)
+            elif self._upgrade_body:
+                self._body_after_upgrade(rest)
+            else:
+                self._upgrade_requested(rest)     # WebSocket, tunnels
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _Stop):
+                pass
+            elif isinstance(cause, _Reject):
+                self.reject(cause.status, cause.detail)
+            else:
+                self.worker.log_exception("parser callback")
+                self.reject(500, "internal error")
+        except httptools.HttpParserError as e:
+            self.reject(400, str(e))
 
     def _too_big_head(self):
         if self._headers or self._url:
@@ -486,6 +520,8 @@ class H1Connection(Batched):
         self._url = b""
         self._headers = []
         self._header_size = 0
+        self._trailers = None
+        self._stop_after = False
 
     def on_url(self, url):
         self._url += url
@@ -493,11 +529,26 @@ class H1Connection(Batched):
             raise _Reject(414, "request line too long")
 
     def on_header(self, name, value):
-        headers = self._headers
+        # (llhttp strips the whitespace before a value, not after it: RFC 9110 5.5)
+        field = (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
         self._header_size += len(name) + len(value) + 4
-        if len(headers) >= self.limits.max_headers or self._header_size > self.limits.max_header_size:
+        if self._in_head:
+            headers = self._headers
+            if len(headers) >= self.limits.max_headers \
+                    or self._header_size > self.limits.max_header_size:
+                raise _Reject(431, "request header fields too large")
+            headers.append(field)
+            return
+        # llhttp reports the trailer section of a chunked body here too: kept
+        # apart (on_message_complete), never among the request's headers, and
+        # within the same limits as the head
+        trailers = self._trailers
+        if trailers is None:
+            trailers = self._trailers = []
+        if len(self._headers) + len(trailers) >= self.limits.max_headers \
+                or self._header_size > self.limits.max_header_size:
             raise _Reject(431, "request header fields too large")
-        headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        trailers.append(field)
 
     def on_headers_complete(self):
         self._in_head = False
@@ -536,7 +587,7 @@ class H1Connection(Batched):
         req.started = time.monotonic()
         host = None
         length = None
-        chunked = False
+        codings = None
         expect = False
         for k, v in self._headers:
             if k == "host":
@@ -546,11 +597,7 @@ class H1Connection(Batched):
             elif k == "content-length":
                 length = int(v)   # llhttp validated it
             elif k == "transfer-encoding":
-                # llhttp refuses a last coding other than chunked only after
-                # this callback, when the request would already be dispatched
-                if not v.lower().endswith("chunked"):
-                    raise _Reject(400, "unsupported transfer coding")
-                chunked = True
+                codings = v if codings is None else codings + "," + v
             elif k == "expect":
                 if v.lower() == "100-continue":
                     expect = True
@@ -560,6 +607,17 @@ class H1Connection(Batched):
             if version == "1.1":
                 raise _Reject(400, "missing Host header")
             host = ""
+        chunked = codings is not None
+        if chunked:
+            # (llhttp refuses a last coding other than chunked only after this
+            # callback, when the request would already be dispatched)
+            codings = [c for c in (c.strip().lower() for c in codings.split(",")) if c]
+            if not codings or codings[-1] != "chunked" or "chunked" in codings[:-1]:
+                # RFC 9112 6.3: the body's length cannot be known
+                raise _Reject(400, "transfer coding not ending in chunked")
+            if len(codings) > 1:
+                # RFC 9112 6.1: gzip, deflate… under chunked are not implemented
+                raise _Reject(501, "unsupported transfer coding")
         if authority:
             # RFC 9112 3.2.2: the authority of an absolute-form target wins
             req.host = authority.decode("latin-1").lower()
@@ -573,22 +631,38 @@ class H1Connection(Batched):
         if has_body:
             # (1.0 clients do not wait for 100)
             expect = req.expect_continue = expect and version == "1.1"
+        keep = parser.should_keep_alive() and not self.closing
+        if chunked and version == "1.0":
+            keep = False    # RFC 9112 6.1: its framing is suspect; close after the answer
         # Upgrade + Connection: upgrade, or CONNECT: llhttp stops after this
-        # head (HttpParserUpgrade in data_received), so its HTTP answer is the
+        # head (HttpParserUpgrade in _feed), so its HTTP answer is the
         # connection's last
         upgrade = parser.should_upgrade()
-        if upgrade and self._h2c and h2c.wants_upgrade(self, req):
-            return      # the connection becomes HTTP/2 after this head (h2c.switch)
+        if upgrade:
+            if self._h2c and h2c.wants_upgrade(self, req):
+                return      # the connection becomes HTTP/2 after this head (h2c.switch)
+            if has_body and req.method != "CONNECT":
+                # No handler takes an upgrade that carries a body (WebSocket and
+                # the proxy's upgrades are bodiless GETs, h2c was just refused):
+                # an ordinary request. llhttp would skip its body, so
+                # _body_after_upgrade reads it; then the connection closes.
+                self._upgrade_body = True
+                upgrade = False
+            keep = False
+        self._stop_after = not keep and not upgrade
         if has_body:
             req.body = RequestBody(self, self.loop, expect)
             ex_class = _ExpectExchange if expect else H1Exchange
+            if chunked:
+                req.trailers = []    # filled in place when the trailer section arrives
+            self._body_time = 0.0
+            self._body_swept = req.started
         else:
             req.body = EMPTY_BODY
             ex_class = H1Exchange
         self._parsing = req
         self.state = BUSY
-        ex = ex_class(self, req, parser.should_keep_alive() and not self.closing and not upgrade,
-                      version)
+        ex = ex_class(self, req, keep, version)
         if self.current is None:
             self.current = ex
             self.worker.dispatch(ex)
@@ -605,12 +679,34 @@ class H1Connection(Batched):
         b.feed(body)
 
     def on_message_complete(self):
+        if self._upgrade_body:
+            return      # an Upgrade head: its body is still to come (_body_after_upgrade)
         req = self._parsing
         self._parsing = None
         if req is not None and req.body is not EMPTY_BODY:
+            if self._trailers:
+                # before finish(): an app that read to the end finds them all
+                req.trailers.extend(trailer_fields(self._trailers))
+                self._trailers = None
             req.body.finish()
         if self.state == BUSY and self.current is None and not self._queue:
             self.state = IDLE
+        if self._stop_after:
+            self._stop()
+
+    def _stop(self):
+        """The request just parsed is the connection's last (it asked to
+        close, HTTP/1.0 with Transfer-Encoding, an upgrade not taken): stop
+        llhttp here and stop reading. Whatever the client sent after it is
+        never parsed; once the answer is out the connection lingers (drops
+        that input) and closes."""
+        self._stopped = True
+        if self.current is None and not self._queue:
+            if self.state < LINGER:
+                self._linger()
+        else:
+            self._pause_reading()
+        raise _Stop
 
     # -- exchange life cycle -----------------------------------------------------
     def exchange_done(self, ex):
@@ -622,7 +718,8 @@ class H1Connection(Batched):
         req = ex.request
         body = req.body
         if not ex.keep_alive or self.closing:
-            if body is not EMPTY_BODY and not body.complete and not self.closing:
+            if (body is not EMPTY_BODY and not body.complete and not self.closing) \
+                    or self._stopped:
                 self._linger()
             else:
                 self.close_soon()
@@ -658,6 +755,8 @@ class H1Connection(Batched):
     def send_continue(self):
         cur = self.current
         if cur is not None and not cur.head_sent and not self.closing:
+            # the client starts sending only now: time the stall from here
+            self.last_active = time.monotonic()
             self.send(CONTINUE)
 
     # -- input flow ------------------------------------------------------------------
@@ -678,7 +777,7 @@ class H1Connection(Batched):
 
     def _resume_reading(self):
         if self._reading_paused and not self._body_paused and not self.closing \
-                and self._upgrade_tail is None:
+                and self._upgrade_tail is None and not self._stopped:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -694,6 +793,22 @@ class H1Connection(Batched):
             self._reading_paused = True
             self.transport.pause_reading()
 
+    def _body_after_upgrade(self, rest):
+        """llhttp ended the message at an Upgrade head that has a body and is
+        not upgraded (see on_headers_complete): read that body with a fresh
+        parser, fed a stand-in head with the same framing first. The request
+        is the connection's last: the parser stops after the body."""
+        self._upgrade_body = False
+        req = self._parsing
+        if req is None or self.state >= LINGER:
+            return      # already answered and closing, or refused
+        self.parser = httptools.HttpRequestParser(_BodyReader(self))
+        framing = (b"Transfer-Encoding: chunked\r\n" if req.chunked
+                   else b"Content-Length: %d\r\n" % req.content_length)
+        self._feed(b"PUT / HTTP/1.1\r\n" + framing + b"\r\n")
+        if rest and self.state < LINGER and not self._stopped:
+            self._feed(rest)
+
     def switch_protocol(self, ex, headers, protocol, status=101):
         """Send `101 Switching Protocols` + `headers` for `ex` and hand the
         transport to `protocol`, an asyncio.Protocol with
@@ -702,6 +817,8 @@ class H1Connection(Batched):
         tail = self._upgrade_tail
         if tail is None or ex is not self.current or ex.closed or ex.head_sent \
                 or self.transport.is_closing():
+            return False
+        if any(bad_value(n) or bad_value(v) for n, v in headers):
             return False
         self._upgrade_tail = None
         lines = "".join("%s: %s\r\n" % h for h in headers).encode("latin-1")
@@ -823,10 +940,25 @@ class H1Connection(Batched):
         else:   # BUSY, DRAIN
             req = self._parsing
             body = req.body if req is not None else EMPTY_BODY
-            if body is not EMPTY_BODY and not body.complete and not self._reading_paused \
-                    and not body.continue_pending \
-                    and now - self.last_active > limits.request_timeout:
-                # a stalled upload (not one waiting for our 100 Continue)
+            if body is not EMPTY_BODY and not body.complete and self._body_too_slow(body, now):
                 self.reject(408, "request timeout")
             elif self.write_paused and now - self._paused_since > limits.response_timeout:
                 self.close_now()   # the client stopped reading
+
+    def _body_too_slow(self, body, now):
+        """The body being received stalled for request_timeout, or came slower
+        than min_body_rate once a grace of request_timeout is used up (apache
+        mod_reqtimeout's body=T,MinRate=R: the time allowed grows by one
+        second per R bytes). Only time the client is expected to be sending
+        counts: not while we pause reading (the app is behind, the pipeline
+        is full) nor while it waits for our 100 Continue. Sampled per sweep."""
+        since = self._body_swept
+        self._body_swept = now
+        if self._reading_paused or body.continue_pending:
+            return False
+        self._body_time += now - since
+        limits = self.limits
+        if now - self.last_active > limits.request_timeout:
+            return True     # a stalled upload
+        rate = limits.min_body_rate
+        return rate > 0 and self._body_time > limits.request_timeout + body.received / rate

@@ -15,25 +15,39 @@ Flow control, both ways:
 Abuse (rapid reset, PING/SETTINGS floods, oversized or endless header
 blocks, too many streams) ends the connection with GOAWAY; the `h2` package
 enforces the frame-level rules and we map its errors to GOAWAY codes.
+
+Malformed requests (RFC 9113 8.1.1) reach no handler: pseudo-header fields
+that break the method/target/scheme/authority grammar, a field name that is
+not a token, a content-length that the DATA frames do not add up to. Each is
+a stream error (RST_STREAM PROTOCOL_ERROR), the connection goes on; what `h2`
+itself refuses (CR/LF/NUL in a value, upper-case or connection-specific
+fields) ends the connection, which RFC 9113 5.4 allows.
+
+A graceful close (stop, reload, idle) takes two GOAWAYs (RFC 9113 6.8): one
+with the highest possible stream id and a PING, then, once the PING comes
+back (or after DRAIN_TIMEOUT), one with the last stream really taken. Every
+stream the client opened before it read the first is served.
 """
 import asyncio
 import os
+import re
 import time
 from collections import deque
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection as _H2State
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, DataReceived, PingReceived,
+from h2.events import (ConnectionTerminated, DataReceived, PingAckReceived, PingReceived,
                        RemoteSettingsChanged, RequestReceived, StreamEnded, StreamReset,
                        TrailersReceived, WindowUpdated)
-from h2.exceptions import H2Error, ProtocolError, StreamClosedError
+from h2.exceptions import H2Error, InvalidBodyLengthError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
-from ..exchange import Exchange, Request, host_without_port
+from ..exchange import Exchange, Request
 from ..handlers.errors import error_response
+from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
 from ..http_status import status_code
 from ..push import push_on
 from . import dates
@@ -44,14 +58,84 @@ STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
 CONN_WINDOW = 16 * 1024 * 1024      # connection receive window
 OUT_HIGH_WATER = 256 * 1024         # per-stream queued output before producers wait
 READ_CHUNK = 256 * 1024             # sendfile over h2: bytes read per step
+DRAIN_TIMEOUT = 1.0                 # graceful close: longest wait for the PING's answer
+LINGER = 2.0                        # after the last GOAWAY: read (and drop) this long at most
+MAX_STREAM_ID = 2 ** 31 - 1
+DRAIN_PING = b"skidrain"
 
-# Hop-by-hop headers have no meaning in HTTP/2 and are forbidden there.
-_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                  "upgrade", "te"))
 NO_ERROR = ErrorCodes.NO_ERROR
 CANCEL = ErrorCodes.CANCEL
 REFUSED = ErrorCodes.REFUSED_STREAM
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
+MALFORMED = ErrorCodes.PROTOCOL_ERROR
+
+# What the request's pseudo-header fields may hold (RFC 9113 8.3.1, RFC 9110
+# 9.1 token, RFC 3986 scheme and authority without userinfo). Anything else
+# could turn into a different request line on the way to an HTTP/1.1 backend.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)"
+                        r"(?::[0-9]{0,5})?")
+_PATH = re.compile(r"/[\x21-\x7e]*")      # origin-form: no SP, HTAB, CTL, DEL or non-ASCII
+
+
+def malformed_pseudo(method, scheme, path, authority):
+    """True when the pseudo-header fields of a request do not make a request
+    line that means one thing (`h2` has already checked which are present)."""
+    if method is None or not _TOKEN.fullmatch(method):
+        return True
+    if authority is not None and not _AUTHORITY.fullmatch(authority):
+        return True
+    if method == "CONNECT":
+        # authority-form only: host and port (RFC 9113 8.5)
+        return (path is not None or scheme is not None or authority is None
+                or not authority.rpartition(":")[2].isdigit())
+    if scheme is None or not _SCHEME.fullmatch(scheme):
+        return True
+    if path == "*":
+        return method != "OPTIONS"
+    return path is None or not _PATH.fullmatch(path)
+
+
+def _field(name, value):
+    """A response field as the bytes HTTP/1.1 would write (latin-1). ValueError
+    (UnicodeEncodeError is one) for what can never go out: a name that is not
+    a token (or a pseudo-header), CR, LF or NUL in the value, a character
+    latin-1 cannot hold. Surrounding blanks are not part of a value (RFC 9110
+    5.5) and HTTP/2 forbids them (RFC 9113 8.2.1)."""
+    if not _TOKEN.fullmatch(name) or bad_value(value):
+        raise ValueError("response header %r cannot be sent" % name)
+    return name.encode("latin-1"), value.strip(" \t").encode("latin-1")
+
+
+class _Flood(ProtocolError):
+    """Too many malformed requests on one connection."""
+    error_code = CALM
+
+
+class _BadLength:
+    """Not an `h2` event: DATA on `stream_id` disagreed with its content-length
+    and the stream was reset (see _State)."""
+
+    __slots__ = ("stream_id", "flow_controlled_length")
+
+    def __init__(self, stream_id, flow_controlled_length):
+        self.stream_id = stream_id
+        self.flow_controlled_length = flow_controlled_length
+
+
+class _State(_H2State):
+    """`h2`'s state machine with one change: DATA that disagrees with the
+    stream's content-length is a stream error (RFC 9113 8.1.1), not the end
+    of the connection. (Should `h2` rename the hook, the connection error
+    comes back; H2Connection checks the lengths itself too.)"""
+
+    def _receive_data_frame(self, frame):
+        try:
+            return super()._receive_data_frame(frame)
+        except InvalidBodyLengthError:
+            self.reset_stream(frame.stream_id, MALFORMED)
+            return [], [_BadLength(frame.stream_id, frame.flow_controlled_length)]
 
 
 class Budget:
@@ -81,7 +165,7 @@ class H2Exchange(Exchange):
     __slots__ = ("conn", "sid", "request", "is_head", "closed", "status", "sent", "head_sent",
                  "done", "t_start", "t_handled", "out", "out_len", "ending", "trailers",
                  "remaining", "waiters", "in_paused", "in_unacked", "remote_done", "pushed",
-                 "authority", "last_in", "request_trailers")
+                 "authority", "last_in")
 
     def __init__(self, conn, sid, request, authority, pushed=False):
         self.conn = conn
@@ -107,7 +191,6 @@ class H2Exchange(Exchange):
         self.pushed = pushed
         self.authority = authority
         self.last_in = request.started
-        self.request_trailers = []
 
     # -- the head --------------------------------------------------------------
     def _head(self, status, headers, length):
@@ -117,20 +200,18 @@ class H2Exchange(Exchange):
         explicit = None
         for name, value in headers:
             lname = name.lower()
-            if lname in _HOP:
-                continue
+            if lname in HOP_BY_HOP:
+                continue        # connection-specific: malformed in HTTP/2 (RFC 9113 8.2.2)
             if lname == "content-length":
-                explicit = value
+                explicit = _field(lname, value)
                 continue
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError("CR or LF in response header %r" % name)
-            out.append((lname, value))
+            out.append(_field(lname, value))
         if code < 200 or code == 204 or code == 304:
             self.is_head = True     # never a body (write() drops it)
             if code == 304 and explicit is not None:
-                out.append(("content-length", explicit))
+                out.append(explicit)
         elif self.is_head and explicit is not None:
-            out.append(("content-length", explicit))
+            out.append(explicit)
         elif length is not None:
             out.append(("content-length", str(length)))
         self.head_sent = True
@@ -207,9 +288,18 @@ class H2Exchange(Exchange):
         self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
 
     def set_trailers(self, headers):
-        """Response trailers, sent after the body (HEADERS with END_STREAM)."""
-        if not self.ending and not self.closed:
-            self.trailers = [(n.lower(), v) for n, v in headers if n.lower() not in _HOP]
+        """Response trailers, sent after the body (HEADERS with END_STREAM).
+        One that cannot be sent (see _field) resets the stream: the response
+        cannot end the way the app meant it to."""
+        if self.ending or self.closed:
+            return
+        try:
+            self.trailers = [_field(n.lower(), v) for n, v in headers
+                             if n.lower() not in HOP_BY_HOP]
+        except ValueError:
+            self.conn.worker.log_exception("setting the response trailers for %s %s"
+                                           % (self.request.method, self.request.target))
+            self.abort()
 
     # -- flow control ----------------------------------------------------------
     def writing_paused(self):
@@ -281,14 +371,14 @@ class H2Exchange(Exchange):
     def can_push(self):
         conn = self.conn
         return (not self.pushed and not self.closed and not self.ending and not conn.closing
-                and conn.h2.remote_settings.enable_push)
+                and not conn.draining and conn.h2.remote_settings.enable_push)
 
     def push(self, path):
         return self.conn.push(self, path)
 
     def wsgi_environ(self, env, loop):
         """HTTP/2-only environ entries (skitaid.push() works everywhere)."""
-        env["skitaid.request_trailers"] = self.request_trailers
+        env["skitaid.request_trailers"] = self.request.trailers
         env["skitaid.push"] = lambda uri: push_on(self, uri)
 
         def set_trailers(headers):
@@ -304,10 +394,13 @@ class H2Connection(Connection):
         self.loop = worker.loop
         self.limits = worker.limits
         self.scheme = scheme
+        # inbound validation stays on: it refuses CR, LF and NUL in values,
+        # upper-case names and connection-specific fields
         config = H2Configuration(client_side=False, header_encoding="latin-1",
+                                 validate_inbound_headers=True,
                                  validate_outbound_headers=False,
                                  normalize_outbound_headers=False)
-        self.h2 = _H2State(config=config)
+        self.h2 = _State(config=config)
         # in force from the start (the client may only send less before it reads them)
         self.h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
@@ -319,11 +412,15 @@ class H2Connection(Connection):
         self.client = None
         self.server = None
         self.streams = {}
-        self.closing = False
+        self.closing = False        # the last GOAWAY went out (or the client's came)
+        self.draining = False       # the first of a graceful close's two GOAWAYs went out
         self.write_paused = False
         self.last_active = time.monotonic()
         self.last_sid = 0           # highest client stream we took
-        self._goaway_sid = None     # set once GOAWAY went out
+        self._goaway_sid = None     # set once the last GOAWAY went out
+        self._drain_timer = None
+        self._lingering = False
+        self._linger_timer = None
         self._blocked = set()       # streams waiting for the peer's window
         self._flush_queued = False
         self._conn_unacked = 0
@@ -404,6 +501,8 @@ class H2Connection(Connection):
 
     # -- asyncio.Protocol ----------------------------------------------------------
     def data_received(self, data):
+        if self._lingering:
+            return      # every stream is done: what comes now is not taken
         now = self.last_active = time.monotonic()
         if self._h1_left:
             data = self._h1_body(data)
@@ -429,10 +528,23 @@ class H2Connection(Connection):
                         return self._fail(CALM)
                 elif t is TrailersReceived:
                     ex = self.streams.get(ev.stream_id)
+                    if ex is not None and type(ex.request.trailers) is list:
+                        # never header fields; framing, routing, auth, content ones dropped
+                        ex.request.trailers.extend(trailer_fields(ev.headers))
+                elif t is _BadLength:
+                    self._consumed(ev.flow_controlled_length)
+                    ex = self.streams.get(ev.stream_id)
                     if ex is not None:
-                        ex.request_trailers.extend(ev.headers)
+                        self._gone(ex)          # (_State reset it)
+                    if not self._resets.take(now):
+                        return self._fail(CALM)
                 elif t is PingReceived:
                     if not self._control.take(now):
+                        return self._fail(CALM)
+                elif t is PingAckReceived:
+                    if self.draining and ev.ping_data == DRAIN_PING:
+                        self._drained()
+                    elif not self._control.take(now):
                         return self._fail(CALM)
                 elif t is RemoteSettingsChanged:
                     if not self._control.take(now):
@@ -456,6 +568,9 @@ class H2Connection(Connection):
     def connection_lost(self, exc):
         self.worker.connections.discard(self)
         self.closing = True
+        for timer in (self._drain_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
         streams = list(self.streams.values())
         self.streams.clear()
         self._blocked.clear()
@@ -475,10 +590,10 @@ class H2Connection(Connection):
         sid = ev.stream_id
         if sid > self.last_sid:
             self.last_sid = sid
-        if self._goaway_sid is not None:
-            self.h2.reset_stream(sid, REFUSED)       # after GOAWAY: not taken
+        if self._goaway_sid is not None and sid > self._goaway_sid:
+            self.h2.reset_stream(sid, REFUSED)       # after the last GOAWAY: not taken
             return
-        method = path = authority = host = length = bad = None
+        method = path = authority = scheme = host = length = bad = None
         headers = []
         for name, value in ev.headers:
             if name[0] == ":":
@@ -488,7 +603,14 @@ class H2Connection(Connection):
                     path = value
                 elif name == ":authority":
                     authority = value
+                elif name == ":scheme":
+                    scheme = value
+                else:
+                    # :protocol: extended CONNECT was never offered (RFC 8441 3)
+                    return self._malformed(sid, now)
             else:
+                if not _TOKEN.fullmatch(name):
+                    return self._malformed(sid, now)
                 if name == "host":
                     if host is None:
                         host = value
@@ -498,16 +620,23 @@ class H2Connection(Connection):
                     except ValueError:
                         bad = 400
                 headers.append((name, value))
+        if malformed_pseudo(method, scheme, path, authority):
+            return self._malformed(sid, now)
+        if ev.stream_ended is not None and length:
+            return self._malformed(sid, now)    # a content-length, and no DATA to match it
         if authority is not None:
             if host is None:
                 headers.append(("host", authority))     # (apps look for Host)
             host = authority        # :authority wins over Host (RFC 9113 8.3.1)
-        if path is None or not (path[:1] == "/" or (path == "*" and method == "OPTIONS")):
-            bad = bad or (405 if method == "CONNECT" else 400)
-            path = path or "/"
-        target = path
-        path, _, query = path.partition("?")
-        path = path.partition("#")[0]
+        elif host and not _AUTHORITY.fullmatch(host):
+            bad = bad or 400        # as HTTP/1.1 answers a bad Host (RFC 9112 3.2)
+        if method == "CONNECT":
+            target, path, query = authority, "", ""
+            bad = bad or 405
+        else:
+            target = path
+            path, _, query = path.partition("?")
+            path = path.partition("#")[0]
         req = Request(method, target, path, query, "2", headers, self.scheme,
                       self.client, self.server)
         req.started = now
@@ -521,6 +650,10 @@ class H2Connection(Connection):
             ex.remote_done = True
         else:
             req.body = RequestBody(ex, self.loop)
+            # a body follows: without content-length its length is not known
+            # until END_STREAM (a proxy must frame it, e.g. chunked)
+            req.chunked = length is None
+            req.trailers = []
         limits = self.limits
         if bad is None:
             if len(headers) > limits.max_headers:
@@ -533,12 +666,23 @@ class H2Connection(Connection):
             return
         self.worker.dispatch(ex)
 
-    def _data(self, ev, now):
-        n = ev.flow_controlled_length
+    def _malformed(self, sid, now):
+        """A malformed request (RFC 9113 8.1.1): a stream error, no handler sees it."""
+        self.worker.count_rejected(400, "malformed HTTP/2 request", self.client)
+        if not self._resets.take(now):
+            raise _Flood("malformed request flood")
+        self.h2.reset_stream(sid, MALFORMED)
+
+    def _consumed(self, n):
+        """`n` flow-controlled bytes arrived: re-open the connection window in steps."""
         self._conn_unacked += n
         if self._conn_unacked >= CONN_WINDOW // 4:
             self.h2.increment_flow_control_window(self._conn_unacked)
             self._conn_unacked = 0
+
+    def _data(self, ev, now):
+        n = ev.flow_controlled_length
+        self._consumed(n)
         if not ev.data and ev.stream_ended is None and not self._control.take(now):
             raise ProtocolError("empty DATA flood")
         ex = self.streams.get(ev.stream_id)
@@ -546,6 +690,9 @@ class H2Connection(Connection):
             return
         ex.last_in = now
         body = ex.request.body
+        length = ex.request.content_length
+        if length is not None and body.received + len(ev.data) > length:
+            return self._bad_length(ex, now)      # (`h2` normally sees it first)
         if body.received + len(ev.data) > self.limits.max_upload_size:
             if not ex.head_sent:
                 ex.respond(*error_response(413))
@@ -573,12 +720,26 @@ class H2Connection(Connection):
         ex = self.streams.get(sid)
         if ex is None:
             return
-        ex.remote_done = True
         body = ex.request.body
+        length = ex.request.content_length
+        if body is not EMPTY_BODY and length is not None and body.received != length \
+                and not ex.closed:
+            # short of its content-length, ended by trailers (`h2` checks DATA only)
+            return self._bad_length(ex, time.monotonic())
+        ex.remote_done = True
         if body is not EMPTY_BODY:
             body.finish()
         if ex.done:
             self._forget(ex)
+
+    def _bad_length(self, ex, now):
+        """The body does not add up to its content-length: malformed, and
+        never handed on as if it were whole."""
+        self.worker.count_rejected(400, "HTTP/2 body length differs from content-length",
+                                   self.client)
+        self.reset(ex, MALFORMED)
+        if not self._resets.take(now):
+            raise _Flood("malformed request flood")
 
     def _reset_by_peer(self, sid, now):
         ex = self.streams.pop(sid, None)
@@ -607,7 +768,7 @@ class H2Connection(Connection):
             del self.streams[ex.sid]
         self._blocked.discard(ex)
         if self.closing and not self.streams:
-            self.close_soon()
+            self._linger()
 
     # -- output ------------------------------------------------------------------------
     def send_head(self, ex, headers, end):
@@ -683,7 +844,7 @@ class H2Connection(Connection):
         self.streams.pop(ex.sid, None)
         self._drop(ex)
         if self.closing and not self.streams:
-            self.close_soon()
+            self._linger()
 
     def _window(self, sid):
         if sid == 0:
@@ -751,19 +912,73 @@ class H2Connection(Connection):
         if self._hold:
             return
         data = self.h2.data_to_send()
-        if data and not self.transport.is_closing():
+        if data and not self._lingering and not self.transport.is_closing():
             self.transport.write(data)
 
     # -- errors and closing -------------------------------------------------------------
-    def _goaway(self, code):
+    def _send_goaway(self, last, code):
         """GOAWAY written by hand: h2's state machine refuses to send anything
         after its own GOAWAY, and in-flight streams still have to finish."""
+        self.flush()
+        if not self._lingering and not self.transport.is_closing():
+            self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=last,
+                                             error_code=code).serialize())
+
+    def _goaway(self, code):
+        """The last GOAWAY: streams above the last one taken are refused from now on."""
         if self._goaway_sid is None:
             self._goaway_sid = self.last_sid
-            self.flush()
-            if not self.transport.is_closing():
-                self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_sid,
-                                                 error_code=code).serialize())
+            self._send_goaway(self.last_sid, code)
+
+    def _drain(self):
+        """Begin a graceful close (RFC 9113 6.8): a GOAWAY that still takes
+        every stream, and a PING. Streams the client opened before it read the
+        GOAWAY arrive before the PING's answer; then comes the real last id."""
+        if self.draining or self.closing:
+            return
+        self.draining = True
+        self._send_goaway(MAX_STREAM_ID, NO_ERROR)
+        try:
+            self.h2.ping(DRAIN_PING)
+        except H2Error:
+            return self._drained()
+        self.flush()
+        self._drain_timer = self.loop.call_later(DRAIN_TIMEOUT, self._drained)
+
+    def _drained(self):
+        """A round trip after the first GOAWAY (or DRAIN_TIMEOUT without one)."""
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self.closing:
+            return
+        self.closing = True
+        self._goaway(NO_ERROR)
+        if not self.streams:
+            self._linger()
+
+    def _linger(self):
+        """Close once every stream is done, without a TCP reset: input still
+        unread at close() makes the kernel send one, and that can destroy the
+        responses the client has not read yet. So half-close, drop what still
+        comes, and close when the client does (or after LINGER)."""
+        if self._lingering:
+            return
+        self.closing = True
+        self.flush()
+        self._lingering = True      # (nothing is written from here on)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()       # TLS: close_notify, then the peer's
+        try:
+            transport.resume_reading()
+        except (AttributeError, RuntimeError):
+            pass
+        self._linger_timer = self.loop.call_later(LINGER, self.close_now)
 
     def _fail(self, code):
         """A connection error: GOAWAY with `code`, stop every stream, close."""
@@ -777,20 +992,20 @@ class H2Connection(Connection):
         self.close_soon()
 
     def close_idle(self):
-        """Graceful stop: GOAWAY now; close once the streams in flight are done."""
-        self.closing = True
-        self._goaway(NO_ERROR)
-        if not self.streams:
-            self.close_soon()
-            return True
-        return False
+        """Graceful stop (stop, reload, retirement): the two GOAWAYs, then
+        close once the streams they let in are done."""
+        if self._hold:
+            return False        # the h2c upgrade's body is still coming: no frame yet
+        self._drain()
+        return self._lingering
 
     def sweep(self, now):
         limits = self.limits
         if not self.streams:
-            if self.closing or now - self.last_active > limits.keep_alive:
-                self._goaway(NO_ERROR)
-                self.close_soon()
+            if self.closing:
+                self._linger()
+            elif now - self.last_active > limits.keep_alive:
+                self._drain()       # idle: a request may be on its way all the same
             return
         if self.write_paused and now - self._paused_since > limits.response_timeout:
             self.close_now()       # the client stopped reading

@@ -1,90 +1,17 @@
-"""TLS for a server: the SSL context, and the protocol picked by ALPN.
+"""TLS connections: the protocol picked by ALPN once the handshake is done.
 
-asyncio does the handshake without blocking the loop (a client that connects
-and sends nothing costs one idle socket until the handshake timeout);
-`connection_made` only comes once it is complete, and then ALPN tells
-whether the client speaks HTTP/2 or HTTP/1.1.
+The SSL contexts themselves are built in layer 1 (skitaid/tlsctx.py), by the
+master before it forks. asyncio does the handshake without blocking the loop
+(a client that connects and sends nothing costs one idle socket until the
+handshake timeout); `connection_made` only comes once it is complete, and
+then ALPN tells whether the client speaks HTTP/2 or HTTP/1.1.
 """
 import asyncio
-import ssl
 
+# (the context builders are still importable from here)
+from ..tlsctx import CIPHERS, config_context, server_context, sni_names  # noqa: F401
 from .h1 import H1Connection
 from .h2 import H2Connection
-
-# Forward secrecy and AEAD only (TLS 1.2); TLS 1.3 suites are all modern.
-CIPHERS = ("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
-           ":!aNULL:!eNULL:!MD5:!DSS:!SHA1")
-
-
-def server_context(certfile, keyfile="", passphrase="", http2=True):
-    """An SSL context for a server: TLS 1.2+, modern ciphers, ALPN h2/http1.1.
-
-    Raises OSError / ssl.SSLError with a readable message when the files
-    cannot be loaded."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    try:
-        ctx.load_cert_chain(certfile, keyfile or None, passphrase or None)
-    except (OSError, ssl.SSLError) as e:
-        raise ValueError("cannot load the TLS certificate %s (key %s): %s"
-                         % (certfile, keyfile or "in the same file", e)) from None
-    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
-    return ctx
-
-
-def sni_names(names):
-    """The configured host names a certificate is chosen by: a TLS client names
-    no port, and `default`/`*` get the server's own certificate anyway."""
-    out = []
-    for name in names:
-        host, colon, port = name.rpartition(":")
-        if colon and port.isdigit() and not host.endswith(("]", ":")):
-            name = host
-        if name not in ("default", "*"):
-            out.append(name)
-    return tuple(out)
-
-
-def config_context(config):
-    """The server's SSL context: its own certificate for unknown names and
-    clients sending no SNI, and through `sni_callback` each host's own.
-
-    Every context is loaded here, once (the daemon does it before dropping
-    privileges). A file that cannot be loaded raises ValueError naming the
-    file, section and key it was configured in."""
-    c = config
-    ctx = server_context(c.certfile, c.keyfile, c.passphrase, c.http2)
-    if not c.host_certs:
-        return ctx
-    loaded = {}
-    table = []
-    for hc in c.host_certs:
-        files = (hc.certfile, hc.keyfile, hc.passphrase)
-        if files not in loaded:
-            try:
-                loaded[files] = server_context(*files, http2=c.http2)
-            except ValueError as e:
-                file, section = hc.where
-                raise ValueError("%s [%s] certfile (for %s): %s" % (
-                    file, section, " ".join(hc.names), e)) from None
-        table.append((sni_names(hc.names), loaded[files]))
-    # The router's own table: SNI names match exactly as Host headers do
-    # (exact name, then the longest ".suffix" / "*.suffix").
-    from ..routing import Router
-    by_name = Router(table)
-
-    def pick(sslobj, server_name, _ctx):
-        if server_name:
-            host_ctx = by_name.mounts_for(server_name.lower().rstrip("."))
-            if host_ctx is not None:
-                sslobj.context = host_ctx
-        return None                 # go on with the handshake either way
-
-    ctx.sni_callback = pick
-    return ctx
 
 
 class TLSSelector(asyncio.Protocol):

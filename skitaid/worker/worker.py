@@ -34,7 +34,7 @@ def new_event_loop():
 
 class Worker:
     def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None,
-                 forward_sockets=(), link=None):
+                 forward_sockets=(), tls_context=None, link=None):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
@@ -48,7 +48,8 @@ class Worker:
         self._orphaned = False
         self._recycle_at = 0
         self._stalled = False
-        self._tls_context = None
+        # built by the master before fork: every worker shares its ticket key
+        self._tls_context = tls_context
         self.loop = None
         self.pool = None
         self.router = None
@@ -129,11 +130,12 @@ class Worker:
             "ssl": ctx, "ssl_handshake_timeout": max(1.0, config.limits.request_timeout)}
 
     def tls_context(self):
-        """Load the certificates (the server's and each host's, for SNI) once;
-        the daemon calls this before dropping privileges, since keys are
-        usually readable by root only."""
+        """The SSL context the master handed down, or, without one, the
+        certificates (the server's and each host's, for SNI) loaded here once,
+        before privileges are dropped, since keys are usually readable by root
+        only."""
         if self._tls_context is None and self.config.ssl:
-            from ..protocols.tls import config_context
+            from ..tlsctx import config_context
             self._tls_context = config_context(self.config)
         return self._tls_context
 

@@ -1,0 +1,1 @@
+"""Pieces that several end-to-end tests share (servers, clients, backends)."""
