@@ -276,6 +276,12 @@ def build_config(**options):
             raise TypeError("unknown option %r for skitaid.run()" % key)
     explicit = "name" in server_kw
     name = server_kw.setdefault("name", _script_name())
+    if isinstance(server_kw.get("pythonpath"), str):
+        server_kw["pythonpath"] = (server_kw["pythonpath"],)
+    if "pythonpath" in server_kw:
+        server_kw["pythonpath"] = tuple(os.path.abspath(p) for p in server_kw["pythonpath"])
+    if server_kw.get("working_dir"):
+        server_kw["working_dir"] = os.path.abspath(server_kw["working_dir"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
     base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))

@@ -7,7 +7,50 @@ import sys
 
 
 class AppLoadError(Exception):
-    pass
+    hint = ""           # which config key would fix it, as " (…)"
+
+
+def prepare_imports(pythonpath=(), working_dir=""):
+    """A server's import setup, as gunicorn's --chdir and --pythonpath: chdir to
+    working_dir, then put it and the pythonpath directories first on sys.path."""
+    if working_dir:
+        os.chdir(working_dir)
+    for folder in reversed((working_dir,) + tuple(pythonpath) if working_dir
+                           else tuple(pythonpath)):
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.insert(0, folder)
+
+
+def _where_is(name, start, levels=4):
+    """The directory above `start` that holds package or module `name` ('' if none):
+    what pythonpath should name so that `import name` works."""
+    folder = os.path.abspath(start)
+    for _ in range(levels + 1):
+        if os.path.isfile(os.path.join(folder, name, "__init__.py")) or \
+                os.path.isfile(os.path.join(folder, name + ".py")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return ""
+
+
+def _import_hint(e, path):
+    """For "No module named 'mysite'" raised by mysite/mysite/wsgi.py: which
+    directory to add, and the keys that add it."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return ""
+    top = e.name.split(".")[0]
+    starts = [os.path.dirname(path)] if path else []
+    starts.append(os.getcwd())
+    for start in starts:
+        folder = _where_is(top, start)
+        if folder and folder not in sys.path:
+            return (" (%s is in %s, which is not on the import path: set the server's "
+                    "pythonpath = %s, or working_dir = %s)" % (top, folder, folder, folder))
+    return ""
 
 
 def split_spec(spec):
@@ -25,6 +68,7 @@ def load_app(target, base_dir=None):
         module = target   # a module object: its `app`
         return getattr(module, "app")
     where, name = split_spec(target)
+    path = ""
     try:
         if where.endswith(".py") or os.sep in where:
             path = where if os.path.isabs(where) or base_dir is None else os.path.join(base_dir, where)
@@ -54,7 +98,10 @@ def load_app(target, base_dir=None):
     except AppLoadError:
         raise
     except Exception as e:
-        raise AppLoadError("cannot import %s: %s: %s" % (target, type(e).__name__, e)) from e
+        hint = _import_hint(e, path)
+        err = AppLoadError("cannot import %s: %s: %s%s" % (target, type(e).__name__, e, hint))
+        err.hint = hint
+        raise err from e
     try:
         app = getattr(module, name)
     except AttributeError:

@@ -106,12 +106,15 @@ _SERVER_KEYS = {
     "user": ("user", v.text()),
     "group": ("group", v.text()),
     "worker_timeout": ("worker_timeout", v.seconds()),
+    "boot_timeout": ("boot_timeout", v.seconds(1)),
     "critical_point": ("critical_point", v.critical_point),
     "max_requests": ("max_requests", v.integer(0)),
     "max_requests_jitter": ("max_requests_jitter", v.integer(0)),
     "max_rss": ("max_rss", v.size),
     "http2": ("http2", v.boolean),
     "forward": ("forward", v.forward),
+    "pythonpath": ("pythonpath", v.paths),
+    "working_dir": ("working_dir", v.text("a directory")),
     # limits
     "keep_alive": ("limits.keep_alive", v.seconds()),
     "response_timeout": ("limits.response_timeout", v.seconds()),
@@ -145,12 +148,30 @@ def _server_keys(ctx, sections):
             if kw.get(name) and not os.path.isfile(kw[name]):
                 sec, key, value = where[name]
                 ctx.problem(sec, key, value, "an existing file (%s)" % kw[name])
+    _import_dirs(ctx, kw, where)
     if kw.get("address", "").startswith("unix:"):
         _unix_address(ctx, where["address"], kw["address"][5:])
     if kw.get("forward") and kw["forward"][0] == kw.get("port", ServerConfig.port):
         sec, key, value = where["forward"]
         ctx.problem(sec, key, value, "a forward port other than the server's port")
     return kw, Limits(**limits)
+
+
+def _import_dirs(ctx, kw, where):
+    """pythonpath and working_dir: directories, relative to the config dir."""
+    if kw.get("working_dir"):
+        kw["working_dir"] = ctx.path(kw["working_dir"])
+        if not os.path.isdir(kw["working_dir"]):
+            sec, key, value = where["working_dir"]
+            ctx.problem(sec, key, value, "an existing directory (%s)" % kw["working_dir"])
+    if kw.get("pythonpath"):
+        dirs = tuple(ctx.path(p) for p in kw["pythonpath"])
+        for d in dirs:
+            if not os.path.isdir(d):
+                sec, key, value = where["pythonpath"]
+                ctx.problem(sec, key, value, "existing directories separated by commas "
+                            "(%s is not a directory)" % d)
+        kw["pythonpath"] = dirs
 
 
 def _unix_address(ctx, where, path):

@@ -6,7 +6,10 @@ at the world the config meets:
 - every app route imports, in a subprocess running as the user the workers
   will run as, with a time limit;
 - the directories for logs, state, the control socket and the pid file can
-  be created or written by the master, and a request log file by the workers.
+  be created or written by the master, and the request log files (the
+  `request_log_file`, else `skitaid start`'s NAME-request.log in log_path) by
+  the workers' user: the master creates a missing one for them, owned by that
+  user, but the workers open it by name (on every USR1 too).
 
 Each problem names the file, section and key, like the parser's.
 """
@@ -180,19 +183,23 @@ os.dup2(2, 1)
 def say(**kw):
     out.write(json.dumps(kw) + "\n")
     out.flush()
-from skitaid.apps import load_app
+from skitaid.apps import load_app, prepare_imports
 from skitaid.daemon.privileges import Credentials, drop
 import skitaid.worker.worker, skitaid.routing   # loaded in a worker before the drop too
 if args["creds"]:
     drop(Credentials(**args["creds"]))
-log = args["log_file"]
-if log:
-    if os.path.exists(log):
-        ok = os.path.isfile(log) and os.access(log, os.W_OK)
-    else:
-        d = os.path.dirname(log)
-        ok = os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)
-    say(log_ok=ok)
+for n, log in enumerate(args["logs"]):
+    probe = os.path.dirname(log)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    say(log=n, exists=os.path.lexists(log), dir=os.path.isdir(os.path.dirname(log)),
+        writable=os.path.isfile(log) and os.access(log, os.W_OK),
+        reach=os.path.isdir(probe) and os.access(probe, os.X_OK),
+        create=os.path.isdir(os.path.dirname(log)) and os.access(os.path.dirname(log), os.W_OK | os.X_OK))
+try:
+    prepare_imports(args["pythonpath"], args["working_dir"])
+except OSError as e:
+    say(workdir="%s: %s" % (type(e).__name__, e.strerror or e))
 for i, target in args["apps"]:
     say(start=i)
     path = target.rpartition(":")[0]
@@ -205,7 +212,8 @@ for i, target in args["apps"]:
     except BaseException as e:
         cause = e.__cause__ or e
         lines = traceback.format_exception_only(type(cause), cause)
-        say(done=i, error=(lines[-1].strip() if lines else type(cause).__name__))
+        say(done=i, error=(lines[-1].strip() if lines else type(cause).__name__)
+                          + getattr(e, "hint", ""))
     else:
         say(done=i)
 say(end=True)
@@ -225,7 +233,8 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     file = _file(g, server)
     routes = [r for group in server.hosts for r in group.routes
               if r.kind == APP and isinstance(r.target, str)]
-    if not routes and not server.request_log_file:
+    logs = _request_logs(g, server, file)
+    if not routes and not logs:
         return []
     try:
         creds = worker_credentials(server.user, server.group, g.user, g.group)
@@ -233,7 +242,8 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
         wfile, section, key, value = _who(g, server, file)
         return [Problem(wfile, section, key, value, "a user and group the workers can run as (%s)" % e)]
     as_user = (creds.name or "uid %d" % creds.uid) if creds else _whoami()
-    payload = {"creds": creds.__dict__ if creds else None, "log_file": server.request_log_file,
+    payload = {"creds": creds.__dict__ if creds else None, "logs": [p for p, _ in logs],
+               "pythonpath": list(server.pythonpath), "working_dir": server.working_dir,
                "apps": [[i, r.target] for i, r in enumerate(routes)]}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
@@ -245,7 +255,7 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         stdout, stderr, code, timed_out = e.stdout or b"", e.stderr or b"", None, True
-    results, started, log_ok, ended = {}, set(), None, False
+    results, started, log_seen, ended, workdir = {}, set(), {}, False, None
     for line in stdout.decode("utf-8", "replace").splitlines():
         try:
             msg = json.loads(line)
@@ -255,17 +265,32 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
             started.add(msg["start"])
         elif "done" in msg:
             results[msg["done"]] = msg.get("error")
-        elif "log_ok" in msg:
-            log_ok = msg["log_ok"]
+        elif "log" in msg:
+            log_seen[msg["log"]] = msg
+        elif "workdir" in msg:
+            workdir = msg["workdir"]
         elif "end" in msg:
             ended = True
     err_lines = stderr.decode("utf-8", "replace").strip().splitlines()
     last_err = err_lines[-1] if err_lines else "exit status %s" % code
 
     problems = []
-    if log_ok is False:
-        problems.append(Problem(file, "server", "request_log_file", server.request_log_file,
-                                "a file %s can create or append to" % as_user))
+    for n, (path, where) in enumerate(logs):
+        seen = log_seen.get(n)
+        if seen is None:
+            continue                # the subprocess did not get this far: said below
+        why = _log_problem(path, seen, creds is not None, where[2] != "request_log_file")
+        if why:
+            wfile, section, key, value = where
+            expected = ("a file %s can create or append to" % as_user if key == "request_log_file"
+                        else "a directory where %s can append to %s (%s)"
+                        % (as_user, os.path.basename(path), why))
+            problems.append(Problem(wfile, section, key, value, expected))
+    if workdir:
+        key = "working_dir" if server.working_dir else "pythonpath"
+        value = server.working_dir or ", ".join(server.pythonpath)
+        problems.append(Problem(file, "server", key, value,
+                                "a directory %s can enter (%s)" % (as_user, workdir)))
     if not started and not ended:
         # the subprocess failed before any app: python, skitaid or the drop itself
         wfile, section, key, value = _who(g, server, file)
@@ -287,6 +312,39 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
             problems.append(Problem(rfile, section, route.prefix, route.target,
                                     "an app that imports as %s (%s)" % (as_user, why)))
     return problems
+
+
+def _request_logs(g: GlobalConfig, server: ServerConfig, file: str):
+    """[(path, (file, section, key, value))]: the request log files the workers open."""
+    if not server.request_log:
+        return []
+    if server.request_log_file:
+        return [(server.request_log_file,
+                 (file, "server", "request_log_file", server.request_log_file))]
+    if not g.pidfile:
+        return []                   # no `skitaid start` without a pid file: console only
+    log_dir = g.log_path or os.path.dirname(g.pidfile)
+    if _dir_problem(log_dir):
+        return []                   # the master cannot make it: _global_paths says so
+    key, value = ("log_path", g.log_path) if g.log_path else ("pidfile", g.pidfile)
+    return [(os.path.join(log_dir, "%s-request.log" % server.name),
+             ("skitaid.conf", "global", key, value))]
+
+
+def _log_problem(path: str, seen: dict, master_creates: bool, dir_made: bool) -> Optional[str]:
+    """Why the workers could not open the request log `path` (None: they can).
+    `master_creates`: the master (root) creates a missing file for them;
+    `dir_made`: `skitaid start` creates its directory (log_path) if missing."""
+    if seen["exists"]:
+        return None if seen["writable"] else "%s exists and is not writable by them" % path
+    if not seen["dir"] and not dir_made:
+        return "%s is not a directory" % os.path.dirname(path)
+    if master_creates:
+        return None if seen["reach"] else "%s cannot be reached by them" % os.path.dirname(path)
+    if seen["create"]:
+        return None
+    # the master (the same user) creates a missing log directory at start
+    return _dir_problem(os.path.dirname(path))
 
 
 # ---------------------------------------------------------------- a running master

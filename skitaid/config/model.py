@@ -121,11 +121,17 @@ class ServerConfig:
     log_off: Tuple[str, ...] = ()          # "/static/" prefixes, "*.css" suffixes
     hosts: Tuple[HostGroup, ...] = ()
     source: str = ""                       # the file this server came from
+    # where app imports look first (gunicorn's --pythonpath): absolute directories
+    pythonpath: Tuple[str, ...] = ()
+    working_dir: str = ""                  # workers chdir here before importing apps (--chdir)
     aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""
     worker_timeout: float = 30.0           # a worker silent this long is killed (0: off)
+    # a worker must be ready (apps imported, listening) this long after fork, else
+    # it is killed; a reload's new generation that is not ready by then is abandoned
+    boot_timeout: float = 60.0
     # (cpu_percent, consecutive checks, interval seconds); () or interval 0 → off
     critical_point: Tuple[float, ...] = ()
     max_requests: int = 0                  # recycle a worker after this many requests (0: off)

@@ -117,6 +117,17 @@ def split_words(s: str):
 words = Kind("a list separated by spaces or commas", split_words)
 
 
+def _paths(s):
+    # paths may hold blanks: only commas and line breaks separate them
+    found = tuple(p.strip() for p in re.split(r"[,\n]", s) if p.strip())
+    if not found:
+        raise ValueError(s)
+    return found
+
+
+paths = Kind("directories separated by commas", _paths)
+
+
 def _critical_point(s):
     parts = split_words(s)
     if not parts or (len(parts) == 1 and parts[0].lower() in _FALSE):

@@ -8,6 +8,7 @@ import faulthandler
 import os
 import signal
 import sys
+import traceback
 
 from ..logs import error_log
 
@@ -24,9 +25,43 @@ def set_title(title):
     setproctitle(title)
 
 
+def _prctl():
+    """libc's prctl, loaded while still privileged (the workers' user may not
+    be able to read the Python installation); None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def die_with_parent(prctl, master_pid):
+    """Linux: SIGTERM this process when the master dies (a graceful stop).
+    Set after the privilege drop, which clears it; the channel's EOF and a
+    parent-pid check cover other systems and the moment before this call."""
+    if prctl is not None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)      # PR_SET_PDEATHSIG
+    if os.getppid() != master_pid:      # died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def boot_failure(e):
+    """The last line of the traceback (and the config key that would fix it):
+    what a reload or `status` reports."""
+    hint = getattr(e, "hint", "")
+    while e.__cause__ is not None:
+        e = e.__cause__
+    lines = traceback.format_exception_only(type(e), e)
+    return (lines[-1].strip() if lines else type(e).__name__) + hint
+
+
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
-                close, tls_context=None):
-    """Runs in the child after fork(); never returns."""
+                close, tls_context=None, link=None):
+    """Runs in the child after fork(); never returns.
+
+    `link`: the worker's end of its channel to the master (channel.MasterLink)."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -45,20 +80,27 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         from ..worker.worker import Worker
         from ..handlers import static  # noqa: F401  (imported lazily by the router)
         worker = Worker(server, sockets, index, request_log_path, slot,
-                        forward_sockets=forward_sockets, tls_context=tls_context)
+                        forward_sockets=forward_sockets, tls_context=tls_context, link=link)
         worker.tls_context()            # (built by the master; else here: keys may be root's only)
+        prctl = _prctl()
         if credentials is not None:
             from .privileges import drop
             drop(credentials)
+        if link is not None:
+            die_with_parent(prctl, link.master_pid)
         # SIGABRT from the master (hung worker): every thread's stack goes to
         # the error log (stderr), then the worker dies of the signal
         faulthandler.enable(file=sys.stderr, all_threads=True)
         code = worker.run()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    except BaseException:
+        if code and link is not None:
+            link.failed("exit status %s" % code)
+    except BaseException as e:
         error_log.exception("server %r: worker #%d could not start", server.name, index)
         code = 3
+        if link is not None:
+            link.failed(boot_failure(e))
     finally:
         try:
             sys.stdout.flush()

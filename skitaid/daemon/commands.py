@@ -10,13 +10,15 @@ import signal
 import sys
 import time
 
+from ..config.model import ServerConfig
 from ..logs import error_log, redirect_stdio, setup_error_log
 from . import control
-from .pidfile import read_pid
+from .pidfile import check_pid, read_pid
 from .unit import stop_timeout
 
 EXIT_NOT_RUNNING = 3        # LSB: program is not running
 EXIT_UNKNOWN = 4            # LSB: program or service status is unknown
+BOOT_WAIT_MARGIN = 5.0      # reload: wait this much past the longest boot_timeout
 
 
 def _err(msg):
@@ -38,6 +40,15 @@ def _ask(config, request, timeout=10.0):
 def _master_pid(config):
     g = config.globals
     return read_pid(g.pidfile) if g.pidfile else None
+
+
+def _stale_note(config):
+    """' (stale pid file …: why)' when the pid file names no live master, else ''."""
+    g = config.globals
+    if not g.pidfile:
+        return ""
+    pid, why = check_pid(g.pidfile)
+    return " (stale pid file %s: %s)" % (g.pidfile, why) if pid is None and why else ""
 
 
 def dispatch(command, config, loader=None, server=None, as_json=False):
@@ -158,7 +169,9 @@ def stop(config, graceful=True):
     """Stop the master and wait until it is gone (in-flight requests finish first)."""
     pid = _master_pid(config)
     if pid is None:
-        print("skitaid is not running")
+        # a pid file left by a master that died may name a process that is
+        # not skitaid at all: never signal that one
+        print("skitaid is not running%s" % _stale_note(config))
         return 0
     os.kill(pid, signal.SIGTERM if graceful else signal.SIGQUIT)
     timeout = stop_timeout(config)
@@ -181,7 +194,14 @@ def restart(config, loader=None):
     return start(config, loader)
 
 
-def restart_server(config, name, wait=60.0):
+def _boot_wait(config):
+    """How long a reload may take: the master abandons a new generation after its
+    boot_timeout, so the CLI waits a little longer and reports why."""
+    longest = max((s.boot_timeout for s in config.servers), default=ServerConfig.boot_timeout)
+    return longest + BOOT_WAIT_MARGIN
+
+
+def restart_server(config, name, wait=None):
     """Replace one server's workers gracefully (new code), leaving the others alone."""
     try:
         reply = _ask(config, {"command": "restart", "server": name})
@@ -192,11 +212,11 @@ def restart_server(config, name, wait=60.0):
         for m in reply.get("messages", []):
             _err(m)
         return 1
-    return _wait_reloaded(config, wait)
+    return _wait_reloaded(config, wait or _boot_wait(config))
 
 
 # -- reload ----------------------------------------------------------------------------
-def reload(config, wait=60.0):
+def reload(config, wait=None):
     """Re-read the config in the master; report problems or the new generations."""
     try:
         reply = _ask(config, {"command": "reload"})
@@ -213,7 +233,7 @@ def reload(config, wait=60.0):
         for m in reply["messages"]:
             print("  " + m, file=sys.stderr)
         return 1
-    return _wait_reloaded(config, wait)
+    return _wait_reloaded(config, wait or _boot_wait(config))
 
 
 def _wait_reloaded(config, wait):
@@ -274,7 +294,7 @@ def status(config, as_json=False):
         if as_json:
             print(json.dumps({"running": False}))
         else:
-            print("skitaid is not running")
+            print("skitaid is not running%s" % _stale_note(config))
         return EXIT_NOT_RUNNING
     if as_json:
         reply["running"] = True
@@ -282,6 +302,11 @@ def status(config, as_json=False):
         return 0
     print("skitaid master pid %d, up %s%s" % (reply["pid"], _duration(reply["uptime"]),
                                              ", reloading" if reply.get("reloading") else ""))
+    last = reply.get("last_reload") or {}
+    if last and not last.get("ok", True) and not reply.get("reloading"):
+        print("last reload failed; the running config keeps serving:")
+        for m in last.get("messages", []):
+            print("  " + m)
     for s in reply["servers"]:
         extra = " (%s)" % s["reason"] if s.get("reason") else ""
         print("server %s: %s%s  %s  generation %d%s" % (

@@ -6,6 +6,7 @@ requests, child exits and the periodic checks of every pool. The master
 never imports app code: workers do that after fork, once they have dropped
 privileges.
 """
+import errno
 import os
 import selectors
 import signal
@@ -13,8 +14,9 @@ import time
 
 from ..logs import error_log, reopen_stdio, share_stdio
 from . import control, systemd
+from .channel import MasterLink, WorkerChannel
 from .child import set_title, worker_main
-from . import listeners
+from . import listeners, orphans
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
@@ -58,6 +60,7 @@ class Master:
         self._watchdog = None
         self._next_watchdog = 0.0
         self._credentials = {}
+        self._channels = {}            # worker pid → WorkerChannel
         # each server's SSL context, built here so all its workers share the
         # session-ticket key; kept across reloads while its files are unchanged
         self._tls = ContextCache()
@@ -144,7 +147,12 @@ class Master:
                     sock = listeners.bind_listener(address, port, server.backlog)
                 except OSError as e:
                     where = listeners.url(address, port, server.ssl and n == 0)
-                    raise _StartError(str(listeners.ListenError(server.name, where, e)))
+                    message = str(listeners.ListenError(server.name, where, e))
+                    if e.errno == errno.EADDRINUSE:
+                        held = orphans.describe(orphans.worker_holders(
+                            address, port, listeners.unix_path(address)))
+                        message += " (%s)" % held if held else ""
+                    raise _StartError(message)
             self.listeners[key] = sock
 
     def _tls_context(self, server):
@@ -196,6 +204,10 @@ class Master:
                 elif key.data == "control":
                     self._guarded("serving the control socket", control.serve_one,
                                   self.control, self._answer)
+                elif isinstance(key.data, WorkerChannel):
+                    # "ready" or a boot failure's cause; the tick below acts on it
+                    if key.data.read():
+                        self._unwatch(key.data)
             while self.signals:
                 sig = self.signals.pop(0)
                 self._guarded("handling %s" % _signal_name(sig), self._handle_signal, sig)
@@ -324,6 +336,9 @@ class Master:
         request_log = None
         if self.daemon and not server.request_log_file and self.log_path:
             request_log = os.path.join(self.log_path, "%s-request.log" % server.name)
+        creds = self._credentials.get(server.name)
+        if creds is not None and server.request_log and (request_log or server.request_log_file):
+            _create_for(request_log or server.request_log_file, creds)
         # every generation's listeners stay in self.listeners while in use
         keep = set(id(s) for s in gen.sockets)
         close = [s for s in self.listeners.values() if id(s) not in keep]
@@ -333,15 +348,42 @@ class Master:
             close.append(self.selector)
         close.append(_Fd(self._wake_r))
         close.append(_Fd(self._wake_w))
+        # the other workers' channels: only the master may hold their ends
+        close += [c.master_end for c in self._channels.values()]
+        channel = WorkerChannel()
+        close.append(channel.master_end)
+        master_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             main, forward = gen.sockets[:1], gen.sockets[1:]
             worker_main(server, main, forward, index, self.scoreboard.slot(slot),
-                        self._credentials.get(server.name), request_log, close, gen.tls)
+                        self._credentials.get(server.name), request_log, close, gen.tls,
+                        MasterLink(channel.worker_end, master_pid))
+        channel.forked()
+        self._channels[pid] = channel
+        self.selector.register(channel.master_end, selectors.EVENT_READ, channel)
         return pid, slot
+
+    def boot_cause(self, worker):
+        """What a worker that could not start said before it exited ("" if nothing)."""
+        channel = self._channels.get(worker.pid)
+        if channel is None:
+            return ""
+        channel.read()
+        return channel.reason
 
     def release(self, worker):
         self.scoreboard.release(worker.slot)
+        channel = self._channels.pop(worker.pid, None)
+        if channel is not None:
+            self._unwatch(channel)
+            channel.close()
+
+    def _unwatch(self, channel):
+        try:
+            self.selector.unregister(channel.master_end)
+        except (KeyError, ValueError):
+            pass                        # already (EOF seen, or closed)
 
     def state_changed(self, pool):
         """Readiness and failures are noticed in _after_tick; a removed server that
@@ -350,12 +392,12 @@ class Master:
             self.draining.remove(pool)
             self._close_unused_listeners()
 
-    def generation_abandoned(self, pool, gen):
+    def generation_abandoned(self, pool, gen, why=""):
         if self.last_reload is not None:
             self.last_reload["ok"] = False
             self.last_reload["messages"].append(
-                "server %r: the new generation failed to start; generation %d keeps serving"
-                % (pool.name, pool.current.number))
+                "server %r: the new generation failed to start: %s; generation %d keeps "
+                "serving" % (pool.name, why or "no reason given", pool.current.number))
 
     # -- operations -------------------------------------------------------------------
     def reload(self):
@@ -539,6 +581,26 @@ def _signal_name(sig):
         return signal.Signals(sig).name
     except ValueError:
         return "signal %d" % sig
+
+
+def _create_for(path, creds):
+    """Create a log file the workers will open, owned by their user: the log
+    directory is usually root's, so `user = nobody` could not create it. A file
+    that exists already is left as it is (`skitaid check` says if they cannot
+    append to it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    except OSError as e:
+        error_log.warning("cannot create %s for the workers: %s", path, e.strerror or e)
+        return
+    try:
+        os.fchown(fd, creds.uid, creds.gid)
+    except OSError as e:
+        error_log.warning("cannot give %s to uid %d: %s", path, creds.uid, e.strerror or e)
+    finally:
+        os.close(fd)
 
 
 class _StartError(Exception):

@@ -27,6 +27,7 @@ class WorkerMonitor:
             self.cpu_limit, self.cpu_samples, self.cpu_interval = critical_point
         self.max_rss = max_rss
         self.strikes = 0
+        self.cpu_runaway = False   # the last reason given was the CPU rule
         self.next_cpu = self.next_rss = 0.0
         if self.cpu_interval:
             self._cpu()     # the first reading only sets psutil's baseline
@@ -39,12 +40,14 @@ class WorkerMonitor:
 
     def check(self, now):
         """A reason to replace the worker, or None."""
+        self.cpu_runaway = False
         if self.cpu_interval and now >= self.next_cpu:
             if self.next_cpu:
                 used = self._cpu()
                 self.strikes = self.strikes + 1 if used > self.cpu_limit else 0
                 if self.strikes >= self.cpu_samples:
                     self.strikes = 0
+                    self.cpu_runaway = True
                     return ("CPU above %g%% for %d checks %g s apart (critical_point; "
                             "last %.0f%%)" % (self.cpu_limit, self.cpu_samples,
                                               self.cpu_interval, used))

@@ -1,5 +1,14 @@
-"""The master's pid file: written at start, removed at exit, stale ones detected."""
+"""The master's pid file: written at start, removed at exit, stale ones detected.
+
+The file holds the pid alone (what `kill $(cat …)`, systemd's PIDFile= and
+logrotate scripts expect). A pid in it is trusted only if that process is a
+skitaid master: its title is `skitaid: master`, and it was started before
+the file was written (else the pid was reused by a process born later).
+"""
 import os
+
+MASTER_TITLE = "skitaid: master"
+CLOCK_SLACK = 2.0           # seconds: process start times are read at tick resolution
 
 
 def _alive(pid):
@@ -12,16 +21,55 @@ def _alive(pid):
     return True
 
 
-def read_pid(path):
-    """The pid in `path` if that process is alive, else None (a stale or missing file)."""
+def _read(path):
     try:
         with open(path) as f:
             pid = int(f.read().strip() or 0)
     except (OSError, ValueError):
         return None
-    if pid <= 0 or pid == os.getpid() or not _alive(pid):
-        return None
-    return pid
+    return pid if pid > 0 else None
+
+
+def _not_master(pid, path):
+    """Why process `pid` is not the master that wrote `path` ("" if it is, or
+    cannot be told)."""
+    try:
+        import psutil
+        proc = psutil.Process(pid)
+        created = proc.create_time()
+        title = " ".join(proc.cmdline()).strip()
+    except ImportError:
+        return ""
+    except psutil.NoSuchProcess:
+        return "pid %d is gone" % pid
+    except psutil.Error:            # not ours to read: cannot tell
+        return ""
+    try:
+        written = os.stat(path).st_mtime
+    except OSError:
+        written = None
+    if written is not None and created > written + CLOCK_SLACK:
+        return "pid %d (%s) started after the pid file was written" % (pid, title or "?")
+    if title != MASTER_TITLE:
+        return "pid %d is %r, not a skitaid master" % (pid, title or "?")
+    return ""
+
+
+def check_pid(path):
+    """(pid, why): the live master's pid in `path` and "", or None and why a pid
+    found there is not trusted ("" when there is no file or no pid in it)."""
+    pid = _read(path)
+    if pid is None or pid == os.getpid():
+        return None, ""
+    if not _alive(pid):
+        return None, "pid %d is gone" % pid
+    why = _not_master(pid, path)
+    return (None, why) if why else (pid, "")
+
+
+def read_pid(path):
+    """The pid in `path` if it is a live skitaid master, else None (a stale or missing file)."""
+    return check_pid(path)[0]
 
 
 class PidFile:
@@ -41,7 +89,7 @@ class PidFile:
         self._written = True
 
     def remove(self):
-        if self._written and read_pid(self.path) is None:
+        if self._written and _read(self.path) == os.getpid():
             try:
                 os.unlink(self.path)
             except OSError:

@@ -24,10 +24,12 @@ from ..logs import error_log
 from . import scoreboard as sb
 from .monitor import WorkerMonitor
 
-BOOT_TIMEOUT = 60.0          # a worker must be ready (apps imported, listening) by then
 MAX_BOOT_FAILURES = 5        # workers dying before ready, in a row → the server failed
 KILL_AFTER_ABORT = 1.0       # a hung worker gets this long to dump its stacks
 FAST_STOP = 2.0              # QUIT: workers get this long before SIGKILL
+# A CPU-runaway worker (critical_point) gets this long after its replacement
+# took over, not graceful_timeout: the requests it spins on cannot finish anyway.
+RUNAWAY_GRACE = 3.0
 
 SUPERSEDED = "superseded by a newer reload"
 
@@ -39,7 +41,8 @@ class WorkerProc:
     """The master's record of one worker process."""
 
     __slots__ = ("pid", "index", "generation", "slot", "started", "ready_at", "deadline",
-                 "replaces", "retiring", "aborted", "monitor", "status_proc")
+                 "replaces", "retiring", "aborted", "monitor", "status_proc", "cause",
+                 "runaway")
 
     def __init__(self, pid, index, generation, slot):
         self.pid = pid
@@ -54,6 +57,8 @@ class WorkerProc:
         self.aborted = False
         self.monitor = None
         self.status_proc = None    # psutil.Process for `skitaid status` (its own CPU baseline)
+        self.cause = ""            # why the master killed it before it was ready
+        self.runaway = False       # replaced for burning CPU (critical_point)
 
 
 class Generation:
@@ -78,6 +83,10 @@ class Generation:
             if state in (sb.READY, sb.RECYCLE) and pid == w.pid:
                 return True
         return False
+
+
+def _boot_timeout_cause(config):
+    return "the app import did not finish within %g s (boot_timeout)" % config.boot_timeout
 
 
 def _describe_exit(status):
@@ -233,7 +242,9 @@ class ServerPool:
             self.outgoing.remove(w)
         w.retiring = True
         timeout = self.config.graceful_timeout if graceful else FAST_STOP
-        w.deadline = time.monotonic() + timeout + 1.0
+        if w.runaway:
+            timeout = min(timeout, RUNAWAY_GRACE)
+        w.deadline = time.monotonic() + timeout + (0.0 if w.runaway else 1.0)
         self._signal(w, signal.SIGTERM if graceful else signal.SIGQUIT)
         self.retiring.append(w)
 
@@ -243,7 +254,8 @@ class ServerPool:
         except ProcessLookupError:
             pass
 
-    def _abandon(self, why):
+    def _abandon(self, why, cause=""):
+        """`cause`: what the operator is told for a failed reload (default: why)."""
         gen = self.pending
         self.pending = None
         error_log.error("server %r: new generation %d abandoned (%s); generation %d keeps serving",
@@ -254,7 +266,7 @@ class ServerPool:
         if why != SUPERSEDED and self.deferred is not None:
             self._start_deferred()      # the newer reload goes on and reports for itself
         else:
-            self.master.generation_abandoned(self, gen)
+            self.master.generation_abandoned(self, gen, cause or why)
 
     # -- events from the master ----------------------------------------------------
     def reaped(self, pid, status):
@@ -277,15 +289,20 @@ class ServerPool:
             for index, w in self.pending.workers.items():
                 if w.pid == pid:
                     del self.pending.workers[index]
+                    cause = w.cause or self.master.boot_cause(w)
                     self.master.release(w)
                     error_log.error("server %r: worker #%d (pid %d) of the new generation %s",
                                     self.name, index, pid, _describe_exit(status))
-                    self._abandon("a worker failed to start")
+                    self._abandon("a worker failed to start",
+                                  cause or "a worker exited: %s" % _describe_exit(status))
                     return True
         for index, w in list(self.current.workers.items()):
             if w.pid != pid:
                 continue
             del self.current.workers[index]
+            if not w.ready_at and self._said_ready(w):
+                w.ready_at = time.monotonic()   # it served before the master's tick saw it
+            cause = "" if w.ready_at else (w.cause or self.master.boot_cause(w))
             self.master.release(w)
             if self.state == STOPPING:
                 return True
@@ -300,7 +317,8 @@ class ServerPool:
                 error_log.error("server %r: worker #%d (pid %d) failed to start: %s",
                                 self.name, index, pid, _describe_exit(status))
                 if self.boot_failures >= MAX_BOOT_FAILURES:
-                    self._fail("workers failed to start %d times in a row" % self.boot_failures)
+                    self._fail("workers failed to start %d times in a row%s" % (
+                        self.boot_failures, " (%s)" % cause if cause else ""))
                     return True
                 delay = min(0.25 * 2 ** (self.boot_failures - 1), 5.0)
             else:
@@ -313,6 +331,10 @@ class ServerPool:
                 self.replacing[index] = pid
             return True
         return False
+
+    def _said_ready(self, w):
+        state, pid = self.master.scoreboard.read(w.slot)[:2]
+        return state in (sb.READY, sb.RECYCLE, sb.STOPPING) and pid == w.pid
 
     def _fail(self, why):
         self.state = FAILED
@@ -342,12 +364,18 @@ class ServerPool:
             self._watch(self.pending, now)
             if self.pending is not None and self.pending.all_ready(self.target):
                 self._promote()
-            elif self.pending is not None and now - self.pending.started > BOOT_TIMEOUT:
-                self._abandon("its workers were not ready after %d s" % BOOT_TIMEOUT)
+            elif self.pending is not None and \
+                    now - self.pending.started > self.pending.config.boot_timeout:
+                self._abandon(_boot_timeout_cause(self.pending.config))
         for w in self.retiring:
             if w.deadline and now > w.deadline:
-                error_log.error("server %r: worker #%d (pid %d) has not stopped by its "
-                                "deadline; killing it (SIGKILL)", self.name, w.index, w.pid)
+                if w.runaway:
+                    error_log.warning("server %r: worker #%d (pid %d) still spinning %g s after "
+                                      "its replacement took over (critical_point); killed "
+                                      "(SIGKILL)", self.name, w.index, w.pid, RUNAWAY_GRACE)
+                else:
+                    error_log.warning("server %r: worker #%d (pid %d) did not stop in time; "
+                                      "killed (SIGKILL)", self.name, w.index, w.pid)
                 self._signal(w, signal.SIGKILL)
                 w.deadline = 0.0
         if self.state == STARTING and self.current.all_ready(self.target):
@@ -392,9 +420,11 @@ class ServerPool:
                     if w.replaces is not None:
                         old, w.replaces = w.replaces, None
                         self._retire(old, True)
-                elif now - w.started > BOOT_TIMEOUT:
-                    error_log.error("server %r: worker #%d (pid %d) not ready after %d s; killed",
-                                    self.name, index, w.pid, BOOT_TIMEOUT)
+                elif now - w.started > gen.config.boot_timeout:
+                    error_log.error("server %r: worker #%d (pid %d) not ready after %g s "
+                                    "(boot_timeout); killed", self.name, index, w.pid,
+                                    gen.config.boot_timeout)
+                    w.cause = _boot_timeout_cause(gen.config)
                     w.aborted = True
                     self._signal(w, signal.SIGKILL)
                 continue
@@ -414,6 +444,7 @@ class ServerPool:
                     why = "served %d requests (max_requests)" % requests
                 elif w.monitor is not None:
                     why = w.monitor.check(now)
+                    w.runaway = bool(why) and w.monitor.cpu_runaway
                 if why:
                     error_log.warning("server %r: replacing worker #%d (pid %d): %s",
                                       self.name, index, w.pid, why)

@@ -14,6 +14,7 @@ import socket
 import time
 import weakref
 
+from ..apps import prepare_imports
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
 from ..protocols.forward import ForwardConnection
@@ -39,7 +40,7 @@ def new_event_loop():
 
 class Worker:
     def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None,
-                 forward_sockets=(), tls_context=None):
+                 forward_sockets=(), tls_context=None, link=None):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
@@ -48,6 +49,9 @@ class Worker:
         self.request_log_path = request_log_path
         # the master's view of this worker (daemon/scoreboard.py); None when standalone
         self.slot = slot
+        # the channel to the master (daemon/channel.py): ready(), gone(), fileno()
+        self.link = link
+        self._orphaned = False
         self._recycle_at = 0
         self._stalled = False
         # built by the master before fork: every worker shares its ticket key
@@ -91,6 +95,7 @@ class Worker:
                                       config.log_off, config.request_log)
         # before the apps import: an app module may start corequests at import
         self.corequests = start_worker_engine(self)
+        prepare_imports(config.pythonpath, config.working_dir)
         self.router = build_router(config, self)
         factory, tls = self.protocol_factory()
         for sock in self.sockets:
@@ -103,8 +108,8 @@ class Worker:
                     lambda: ForwardConnection(self, https_port, domain),
                     sock=sock, backlog=config.backlog)
                 self.servers.append(server)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop, True)
+        loop.add_signal_handler(signal.SIGTERM, self._terminated)
+        loop.add_signal_handler(signal.SIGINT, self.stop, True)
         loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         self._sweep_handle = loop.call_later(1.0, self._sweep)
@@ -113,6 +118,10 @@ class Worker:
             self._recycle_at = config.max_requests + (
                 random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
             self.slot.set(READY, 0)
+        if self.link is not None:
+            self.link.ready()           # the master notices at once, not on its next tick
+            # EOF here: the master died (kill -9, a crash); stop rather than serve on
+            loop.add_reader(self.link.fileno(), self._check_master)
         graceful = await self._stop
         await self._shutdown(graceful)
         return 0
@@ -137,6 +146,23 @@ class Worker:
             from ..tlsctx import config_context
             self._tls_context = config_context(self.config)
         return self._tls_context
+
+    def _terminated(self):
+        """SIGTERM: from the master (a stop, a reload), or from the kernel when the
+        master died (PR_SET_PDEATHSIG)."""
+        self._check_master()
+        self.stop(True)
+
+    def _check_master(self):
+        if self.link is None or self._orphaned or not self.link.gone():
+            return
+        self._orphaned = True
+        try:
+            self.loop.remove_reader(self.link.fileno())
+        except (ValueError, OSError):
+            pass
+        error_log.warning("master pid %d is gone: stopping", self.link.master_pid)
+        self.stop(True)
 
     def stop(self, graceful=True):
         if self._stop is not None and not self._stop.done():
@@ -239,6 +265,8 @@ class Worker:
     def _sweep(self):
         now = time.monotonic()
         self._check_fds()
+        if self.link is not None and not self._orphaned:
+            self._check_master()        # the parent-pid check, wherever EOF was missed
         for conn in list(self.connections):
             conn.sweep(now)
         slot = self.slot
