@@ -231,7 +231,8 @@ def test_check_reports_a_log_path_the_workers_cannot_reach(open_site):
     site.ini("web", free_port())
     check = site.cli("check")
     assert check.returncode == 1
-    assert ("skitaid.conf [global] log_path: found '%s', expected a directory where nobody can "
+    assert "skitaid.conf:" in check.stderr       # file:line, like nginx -t
+    assert ("[global] log_path: found '%s', expected a directory where nobody can "
             "append to web-request.log (%s cannot be reached by them)" % (log_path, log_path)
             in check.stderr), check.stderr
     # what check says is what start meets
