@@ -18,8 +18,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
-from ..push import current as _current
-from ..was import adopt_txn_ids
+from ..context import adopt_txn_ids, current as _current
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..websocket import accepted_session, call_app
