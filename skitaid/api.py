@@ -96,15 +96,16 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
     max_connections, idle_timeout and pool_timeout size the connection pool
     of each member of a database alias in each worker.
     """
-    from .config import build
+    from .config.build import alias_value_rule, parse_member
     from .config.values import Bad, networks
+    from .corequest import aliases
     name = name[1:] if name.startswith("@") else name
     type = type.lower()
     if type not in ALIAS_TYPES:
         raise ValueError("alias type must be one of %s: %r" % (", ".join(ALIAS_TYPES), type))
     ssl = bool(ssl) or type == "https"
     # the config files' member rules (weights, forms, paths relative to the script)
-    ctx = build.FileContext("skitaid.alias", _script_dir())
+    base_dir = _script_dir()
     specs = [members] if isinstance(members, str) else list(members)
     parsed = []
     for spec in specs:
@@ -113,7 +114,7 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
             if not one:
                 continue
             try:
-                parsed.append(build._member(ctx, type, ssl, one))
+                parsed.append(parse_member(type, one, ssl, base_dir))
             except Bad as e:
                 raise ValueError("alias @%s member %r: expected %s" % (name, one, e.args[0]))
     if not parsed:
@@ -129,19 +130,17 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
                        ("pool_timeout", pool_timeout)):
         if value is None:
             continue
-        kind = build._ALIAS_KEYS[key][1]       # the same rule as the [@alias] key
+        kind = alias_value_rule(key)       # the same rule as the [@alias] key
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, kind.expected, value))
         try:
             pool[key] = kind(str(value))
         except Bad as e:
             raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, e.args[0], value))
-    _aliases[name] = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
-                           allow=allow, source="skitaid.alias", **pool)
-
-
-def registered_aliases():
-    return tuple(_aliases.values())
+    declared = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
+                     allow=allow, source="skitaid.alias", **pool)
+    _aliases[name] = declared       # for run()'s config
+    aliases.declare(declared)       # for `was` calls made without a server (corequest engine)
 
 
 def register_cache_keys(*keys):

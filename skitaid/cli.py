@@ -103,7 +103,7 @@ def cmd_check(args) -> int:
     config = _load(args, located=True)
     if config is None:
         return 1
-    from .config.check import deep_check, held_by
+    from .daemon.preflight import deep_check, held_by
     from .daemon.pidfile import read_pid
     pid = read_pid(config.globals.pidfile) if config.globals.pidfile else None
     problems = deep_check(config, held=held_by(pid) if pid else ())

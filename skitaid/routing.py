@@ -113,6 +113,18 @@ def max_age_lookup(config):
     return lookup
 
 
+def preload_handlers(config):
+    """Import the handler modules build_router() imports lazily that `config`'s
+    routes will use. A worker calls this before it drops privileges: the
+    workers' user may not be able to read skitaid's installation."""
+    kinds = {route.kind for group in config.hosts for route in group.routes}
+    if STATIC in kinds:
+        from .handlers import static  # noqa: F401
+    if ALIAS in kinds or config.enable_proxy:
+        from .handlers import proxy  # noqa: F401
+        from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
+
+
 def build_router(config, worker):
     """Instantiate handlers for every route of `config` (imports the apps)."""
     max_age_for = max_age_lookup(config)

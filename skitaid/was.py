@@ -22,21 +22,14 @@ from .corequest import http as _http
 from .corequest.background import run_in, run_subprocess
 from .corequest.rpc import JSONRPCStub, XMLRPCStub
 from .corequest.task import Mask, Result, Task, Tasks  # noqa: F401  (was.Tasks, was.Mask)
-from .push import current as _current
-from .push import push  # noqa: F401  (was.push('/static/app.css') during a request, HTTP/2)
+from .context import ROOT_LTXID as _ROOT_LTXID
+from .context import current as _current
+from .context import push  # noqa: F401  (was.push('/static/app.css') during a request, HTTP/2)
 
 _gtx_seq = itertools.count(1)
-_ROOT_LTXID = "1000"     # the local ID of a request that starts a call chain
 
 
 # -- the request being served by this thread -----------------------------------
-def adopt_txn_ids(request, gtxid, ltxid):
-    """For the handlers: keep a caller's X-Gtxn-Id / X-Ltxn-Id values (ltxid
-    may be None) on `request`, for the request log and its corequests' IDs."""
-    request.gtxid = gtxid[:64].replace(" ", "")      # each is one field of the log line
-    request.ltxid = (ltxid or _ROOT_LTXID)[:16].replace(" ", "")
-
-
 def _txn_headers():
     """X-Gtxn-Id / X-Ltxn-Id for the next outgoing call of the current request.
 

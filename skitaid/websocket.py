@@ -23,7 +23,6 @@ works in them.
 import contextvars
 import functools
 import inspect
-import threading
 from urllib.parse import parse_qs
 
 from .handlers import websocket as _ws
@@ -55,35 +54,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_PING_INTERVAL = 20.0
 
 UPGRADE_KEY = _ws.UPGRADE_KEY
-
-_local = threading.local()   # the environ of the upgrade request this thread is serving
-
-
-def call_app(app, env, start_response, loop, loop_thread, pool):
-    """Call a WSGI app for a request with an Upgrade header (used by the WSGI
-    handler): decorated views find their environ through this thread."""
-    upgrade = env["HTTP_UPGRADE"]
-    if upgrade.strip().lower() == "websocket":
-        # Hidden from the app, so that frameworks route the request like any
-        # GET (Werkzeug would otherwise only match rules marked websocket=True);
-        # decorated views read it from here.
-        env[UPGRADE_KEY] = env.pop("HTTP_UPGRADE")
-    env["skitaid.loop"] = loop
-    env["skitaid.loop_thread"] = loop_thread
-    env["skitaid.pool"] = pool
-    _local.environ = env
-    try:
-        return app(env, start_response)
-    finally:
-        _local.environ = None
-
-
-def accepted_session(env, status):
-    """The Session a decorated view left for a 101 answer, else None."""
-    session = env.get(_ws.SESSION_KEY)
-    if session is not None and status is not None and status[:3] == "101":
-        return session
-    return None
 
 
 def websocket(timeout=60, mode=WS_SIMPLE, onopen=None, onclose=None, encoding="text", *,
@@ -127,7 +97,7 @@ def websocket(timeout=60, mode=WS_SIMPLE, onopen=None, onclose=None, encoding="t
         def view(*args, **kwargs):
             wsgi = (len(args) == 2 and isinstance(args[0], dict) and callable(args[1])
                     and "wsgi.version" in args[0])
-            env = getattr(_local, "environ", None)
+            env = _ws.upgrade_environ()     # set by the WSGI handler's upgrade path
             if wsgi and env is not args[0]:
                 env = None       # not served by skitaid's upgrade path
             response = _open(env, options, f, args, kwargs, is_gen)

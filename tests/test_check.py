@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, free_port, wait_for_port
 from skitaid.config import DEFAULT_DIR, load_config
-from skitaid.config.check import deep_check, held_by
+from skitaid.daemon.preflight import deep_check, held_by
 from skitaid.daemon.pidfile import read_pid
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

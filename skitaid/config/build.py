@@ -270,6 +270,25 @@ def _member(ctx, alias_type, ssl, spec):
                   user=unquote(user), password=unquote(password))
 
 
+# The [@alias] rules, for aliases made in code (skitaid.alias(), an ad hoc was.db()).
+
+def parse_member(alias_type: str, spec: str, ssl: bool = False,
+                 base_dir: Optional[str] = None) -> Member:
+    """One alias member ("host:port [weight]", "user:pw@host:5432/db", a SQLite
+    path, …) → Member, by the rules of an [@alias] section's `members`.
+
+    A relative SQLite path is relative to `base_dir` (default: the current
+    directory). Raises values.Bad, whose args[0] says what was expected."""
+    return _member(FileContext("", base_dir or os.getcwd()), alias_type, ssl, spec)
+
+
+def alias_value_rule(key: str) -> v.Kind:
+    """The rule of an [@alias] key's value, e.g. "max_connections": call it
+    with the value as text (values.Bad when it does not fit); `.expected`
+    says what it takes. KeyError for a key an alias does not have."""
+    return _ALIAS_KEYS[key][1]
+
+
 def _alias(ctx, sec) -> Optional[Alias]:
     name = sec.name[1:]
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):

@@ -3,7 +3,7 @@
 The worker creates it when it starts (`start_worker_engine`) and closes it
 at shutdown. Outside a server (a script, a test) the first `was` call starts
 a private engine with its own loop in a daemon thread, so the same code runs
-anywhere.
+anywhere; it serves the aliases declared with `skitaid.alias()` (aliases.py).
 """
 import asyncio
 import threading
@@ -131,14 +131,14 @@ def current():
 
 
 def _standalone():
-    from ..api import registered_aliases
+    from .aliases import declared
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder = {}
 
     def run():
         asyncio.set_event_loop(loop)
-        holder["engine"] = Engine(loop, registered_aliases())
+        holder["engine"] = Engine(loop, declared())
         holder["engine"].bind_loop_thread()
         ready.set()
         loop.run_forever()

@@ -77,8 +77,9 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         set_title("skitaid: %s worker #%d" % (server.name, index))
         # skitaid's own modules load while still privileged (the user may not
         # be able to read the Python installation); app code loads after the drop
+        from ..routing import preload_handlers
         from ..worker.worker import Worker
-        from ..handlers import static  # noqa: F401  (imported lazily by the router)
+        preload_handlers(server)
         worker = Worker(server, sockets, index, request_log_path, slot,
                         forward_sockets=forward_sockets, tls_context=tls_context, link=link)
         worker.tls_context()            # (built by the master; else here: keys may be root's only)

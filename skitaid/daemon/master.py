@@ -22,7 +22,7 @@ from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
 from ..tlsctx import ContextCache
-from .scoreboard import STATE_NAMES, Scoreboard
+from ..scoreboard import STATE_NAMES, Scoreboard
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
             signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)

@@ -21,7 +21,7 @@ import signal
 import time
 
 from ..logs import error_log
-from . import scoreboard as sb
+from .. import scoreboard as sb
 from .monitor import WorkerMonitor
 
 MAX_BOOT_FAILURES = 5        # workers dying before ready, in a row → the server failed

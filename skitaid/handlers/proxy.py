@@ -31,7 +31,7 @@ from ..http.headers import (BODY_METHODS, HOP_BY_HOP, bad_value, header_tokens,
                             is_request_target, is_token)
 from ..logs import error_log
 from ..corequest.client import ConnectFailed
-from ..was import adopt_txn_ids
+from ..context import adopt_txn_ids
 from .errors import error_response
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))

@@ -66,6 +66,42 @@ def check_handshake(env):
     return key
 
 
+# -- the upgrade request through the app ------------------------------------------
+_upgrading = threading.local()   # .environ: the upgrade request this thread is serving
+
+
+def call_app(app, env, start_response, loop, loop_thread, pool):
+    """Call a WSGI app for a request with an Upgrade header (used by the WSGI
+    handler): decorated views find their environ through this thread."""
+    upgrade = env["HTTP_UPGRADE"]
+    if upgrade.strip().lower() == "websocket":
+        # Hidden from the app, so that frameworks route the request like any
+        # GET (Werkzeug would otherwise only match rules marked websocket=True);
+        # decorated views read it from here.
+        env[UPGRADE_KEY] = env.pop("HTTP_UPGRADE")
+    env["skitaid.loop"] = loop
+    env["skitaid.loop_thread"] = loop_thread
+    env["skitaid.pool"] = pool
+    _upgrading.environ = env
+    try:
+        return app(env, start_response)
+    finally:
+        _upgrading.environ = None
+
+
+def upgrade_environ():
+    """The environ of the upgrade request this thread is calling the app for, else None."""
+    return getattr(_upgrading, "environ", None)
+
+
+def accepted_session(env, status):
+    """The Session a decorated view left for a 101 answer, else None."""
+    session = env.get(SESSION_KEY)
+    if session is not None and status is not None and status[:3] == "101":
+        return session
+    return None
+
+
 class Options:
     """What the decorator was given (one per decorated view)."""
 

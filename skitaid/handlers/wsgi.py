@@ -18,13 +18,12 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
-from ..push import current as _current
-from ..was import adopt_txn_ids
+from ..context import adopt_txn_ids, current as _current
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
-from ..websocket import accepted_session, call_app
 from ..version import __version__
 from . import websocket as ws_handler
+from .websocket import accepted_session, call_app
 from .errors import error_response
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent

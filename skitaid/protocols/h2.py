@@ -49,7 +49,7 @@ from ..exchange import Exchange, Request
 from ..handlers.errors import error_response
 from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
 from ..http_status import status_code
-from ..push import push_on
+from ..context import push_on
 from . import dates
 from .base import Connection, addresses
 

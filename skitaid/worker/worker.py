@@ -47,7 +47,7 @@ class Worker:
         self.forward_sockets = forward_sockets   # HTTP → HTTPS 301 listeners (config.forward)
         self.worker_id = worker_id
         self.request_log_path = request_log_path
-        # the master's view of this worker (daemon/scoreboard.py); None when standalone
+        # the master's view of this worker (scoreboard.py); None when standalone
         self.slot = slot
         # the channel to the master (daemon/channel.py): ready(), gone(), fileno()
         self.link = link
@@ -114,7 +114,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         self._sweep_handle = loop.call_later(1.0, self._sweep)
         if self.slot is not None:
-            from ..daemon.scoreboard import READY
+            from ..scoreboard import READY
             self._recycle_at = config.max_requests + (
                 random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
             self.slot.set(READY, 0)
@@ -174,7 +174,7 @@ class Worker:
     async def _shutdown(self, graceful):
         self._stopping = True
         if self.slot is not None:
-            from ..daemon.scoreboard import STOPPING
+            from ..scoreboard import STOPPING
             self.slot.set(STOPPING, self.requests)
         error_log.info("stopping %s, %d connection(s) open",
                        "gracefully" if graceful else "now", len(self.connections))
@@ -282,7 +282,7 @@ class Worker:
                     error_log.error("all %d app threads busy for over %g s with requests "
                                     "waiting", pool.size, timeout)
             elif self._recycle_at and self.requests >= self._recycle_at:
-                from ..daemon.scoreboard import RECYCLE
+                from ..scoreboard import RECYCLE
                 slot.set(RECYCLE, self.requests)
             else:
                 self._stalled = False

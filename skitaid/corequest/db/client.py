@@ -285,10 +285,10 @@ def ad_hoc_alias(spec, dbtype):
         path = spec if spec == ":memory:" else os.path.abspath(spec)
         members = (Member(spec=spec, database=path),)
     else:
-        from ...config import build
+        from ...config.build import parse_member
         from ...config.values import Bad
         try:
-            members = (build._member(None, dbtype, False, spec),)
+            members = (parse_member(dbtype, spec),)
         except Bad as e:
             raise ValueError("%s: expected %s" % (spec, e.args[0]))
     return Alias(name=spec, type=dbtype, members=members, source="was.db")

@@ -1,5 +1,8 @@
 """Per-worker slots in memory shared by the master and its workers.
 
+Below both the daemon and the worker (the master reads the slots, each
+worker writes its own), so neither imports the other for it.
+
 The master maps one anonymous shared region before it forks anything; every
 worker forked later writes its own slot (state, heartbeat, requests served)
 and the master reads them without any message passing. A worker that stops

@@ -1,7 +1,9 @@
 """`skitaid check`, beyond parsing: can this config actually be served?
 
-Parsing problems already come from load_config() as ConfigError. This looks
-at the world the config meets:
+Parsing problems already come from load_config() as ConfigError (config/
+reads files into the model and nothing else). This looks at the world the
+config meets, with the daemon's own means (it binds sockets, resolves users,
+loads certificates and imports apps in a subprocess):
 - every listener can be bound (addresses a running master already holds are fine);
 - every app route imports, in a subprocess running as the user the workers
   will run as, with a time limit;
@@ -24,11 +26,11 @@ import subprocess
 import sys
 from typing import Iterable, List, Optional
 
-from ..daemon import listeners
-from ..daemon.privileges import PrivilegeError, worker_credentials
-from .errors import Problem
-from .model import APP, Config, GlobalConfig, ServerConfig
-from .where import add_lines, read_text
+from ..config.errors import Problem
+from ..config.model import APP, Config, GlobalConfig, ServerConfig
+from ..config.where import add_lines, read_text
+from . import listeners
+from .privileges import PrivilegeError, worker_credentials
 
 IMPORT_TIMEOUT = 20.0
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
