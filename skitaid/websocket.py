@@ -23,6 +23,8 @@ works in them.
 import contextvars
 import functools
 import inspect
+import sys
+import types
 from urllib.parse import parse_qs
 
 from .handlers import websocket as _ws
@@ -178,3 +180,16 @@ class _Error:
     def __call__(self, environ, start_response):
         start_response(self.status, self.headers)
         return [self.body]
+
+
+class _DecoratorModule(types.ModuleType):
+    """`skitaid.websocket` names both this module and its decorator: an app that
+    imported the module first (`import skitaid.websocket`, `from
+    skitaid.websocket import WS_GROUPCHAT`) finds the package attribute bound
+    to the module, and `@skitaid.websocket(60)` must work all the same."""
+
+    def __call__(self, *args, **kwargs):
+        return websocket(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _DecoratorModule
