@@ -290,6 +290,34 @@ def test_retiring_worker_answers_requests_on_idle_and_pipelined_connections(site
     assert wait_for(lambda: not psutil.pid_exists(old), 5)
 
 
+def test_retiring_worker_answers_the_next_request_on_the_forward_port(site, master, tmp_path):
+    # the HTTP -> HTTPS 301 listener keeps its connections alive too
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    port, plain = free_port(), free_port()
+    web(site, port, processes=1, ssl="yes", certfile=cert, keyfile=key,
+        forward="%d -> %d" % (plain, port))
+    m = master(port)
+    conn = http.client.HTTPConnection("127.0.0.1", plain, timeout=10)
+    conn.request("GET", "/a")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 301 and not resp.will_close
+    os.kill(m.proc.pid, signal.SIGHUP)
+    for _ in range(100):
+        time.sleep(0.2)                # paced, within the idle grace
+        conn.request("GET", "/b")      # raises if the connection was closed under it
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 301 and resp.getheader("Location") == "https://127.0.0.1:%d/b" % port
+        if resp.will_close:
+            break
+    assert resp.will_close and "stopping gracefully" in m.log
+    conn.close()
+
+
 # -- HTTP/2 ---------------------------------------------------------------------------------
 
 class _ClientState(h2.connection.H2Connection):
