@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -27,7 +28,7 @@ import h2.exceptions
 import psutil
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import ServerProc, free_port, wait_for
 from test_daemon import master, site  # noqa: F401  (fixtures: a config dir, `skitaid run`)
 
 RELOADS = 10
@@ -316,6 +317,30 @@ def test_retiring_worker_answers_the_next_request_on_the_forward_port(site, mast
             break
     assert resp.will_close and "stopping gracefully" in m.log
     conn.close()
+
+
+def test_a_worker_told_to_stop_as_it_is_forked_stops(site):
+    # Reloads in quick succession abandon generations whose workers were
+    # forked a moment before (SIGQUIT), then the master stops (SIGTERM). A
+    # signal that reaches a worker before it has its own handlers must not be
+    # lost, or the stop waits for the master's SIGKILL deadline (3 s and more).
+    port = free_port()
+    web(site, port, graceful_timeout=5)
+    # one CPU: a child just forked waits while the master goes on signalling
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    for _ in range(3):
+        m = ServerProc(pin + [sys.executable, "-m", "skitaid", "run", "-c", site.root],
+                       site.root, port=port)
+        try:
+            for _ in range(6):
+                os.kill(m.proc.pid, signal.SIGHUP)
+                time.sleep(0.01)         # (signals sent together would merge into one)
+            os.kill(m.proc.pid, signal.SIGTERM)
+            started = time.monotonic()
+            m.proc.wait(15)
+            assert time.monotonic() - started < 2.5, m.log[-3000:]
+        finally:
+            m.stop()
 
 
 # -- HTTP/2 ---------------------------------------------------------------------------------

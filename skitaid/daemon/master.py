@@ -284,11 +284,21 @@ class Master:
             close.append(self.selector)
         close.append(_Fd(self._wake_r))
         close.append(_Fd(self._wake_w))
-        pid = os.fork()
+        # Until the child has its own handlers, a signal for it (a stop right
+        # after a spawn) would run the master's handler there and be lost:
+        # the worker would never stop. So signals wait; the child unblocks
+        # them (worker_main) once they have their default meaning.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:
             main, forward = gen.sockets[:1], gen.sockets[1:]
             worker_main(server, main, forward, index, self.scoreboard.slot(slot),
                         self._credentials.get(server.name), request_log, close)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid, slot
 
     def release(self, worker):
