@@ -69,6 +69,9 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
             signal.signal(sig, signal.SIG_IGN)
         for sig in _DEFAULTS:
             signal.signal(sig, signal.SIG_DFL)
+        # (the master blocked them across fork: one that came meanwhile
+        # is delivered now, with its default meaning)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_ONLY + _DEFAULTS)
         for obj in close:               # the master's copies of what this worker must not hold
             try:
                 obj.close()

@@ -353,12 +353,22 @@ class Master:
         channel = WorkerChannel()
         close.append(channel.master_end)
         master_pid = os.getpid()
-        pid = os.fork()
+        # Until the child has its own handlers, a signal for it (a stop right
+        # after a spawn) would run the master's handler there and be lost:
+        # the worker would never stop. So signals wait; the child unblocks
+        # them (worker_main) once they have their default meaning.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:
             main, forward = gen.sockets[:1], gen.sockets[1:]
             worker_main(server, main, forward, index, self.scoreboard.slot(slot),
                         self._credentials.get(server.name), request_log, close, gen.tls,
                         MasterLink(channel.worker_end, master_pid))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         channel.forked()
         self._channels[pid] = channel
         self.selector.register(channel.master_end, selectors.EVENT_READ, channel)

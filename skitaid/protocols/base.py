@@ -1,6 +1,7 @@
 """What the connection protocols share: their addresses, writing pauses,
 closing, and output batched per loop iteration."""
 import asyncio
+import select
 import time
 
 
@@ -11,6 +12,22 @@ def addresses(transport):
     if not isinstance(server, tuple):
         return ("unix", 0), ("localhost", 0)
     return transport.get_extra_info("peername"), server
+
+
+def input_waiting(transport):
+    """Bytes (or the client's FIN) are in the socket, not read yet: the loop's
+    next poll delivers them. A retiring connection checks this before it
+    closes as idle: a loop that fell behind may decide before that poll, with
+    a last_active from before they came."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 class Connection(asyncio.Protocol):

@@ -9,7 +9,8 @@ import httptools
 from ..exchange import host_without_port
 from ..http_status import status_line
 from . import dates
-from .base import addresses
+from .base import addresses, input_waiting
+from .h1 import IDLE_GRACE, LINGER_BYTES, LINGER_SECONDS
 
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 LIMIT = 64 * 1024     # bytes of head we read before giving up on a client
@@ -24,6 +25,7 @@ class ForwardConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.closing = False
+        self.retiring = False     # the worker stops: the next answer is the last
         self.busy = False
         self.last_active = 0.0
         self._url = b""
@@ -40,10 +42,12 @@ class ForwardConnection(asyncio.Protocol):
         self.closing = True
 
     def data_received(self, data):
-        if self.closing:
-            return
         self.last_active = time.monotonic()
         self._bytes += len(data)
+        if self.closing:
+            if self._bytes > LINGER_BYTES:
+                self.transport.close()
+            return      # lingering: dropped
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -106,13 +110,24 @@ class ForwardConnection(asyncio.Protocol):
         else:
             body = b""
             extra = ""
-        keep = status == 301 and self.parser.should_keep_alive()
+        keep = status == 301 and self.parser.should_keep_alive() and not self.retiring
         self.transport.write(status_line(status) + dates.header() + b"Server: skitaid\r\n"
                              + extra.encode("latin-1")
                              + b"Content-Length: %d\r\n" % len(body)
                              + (b"" if keep else b"Connection: close\r\n") + b"\r\n" + body)
         if not keep:
-            self.closing = True
+            self._linger()
+
+    def _linger(self):
+        """Half-close after the last answer and drop what still comes until
+        the client closes: close() with input unread would send a reset
+        that can destroy that answer in flight."""
+        self.closing = True
+        self.last_active = time.monotonic()
+        self._bytes = 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
             self.transport.close()
 
     # -- what the worker calls --------------------------------------------------------
@@ -121,12 +136,20 @@ class ForwardConnection(asyncio.Protocol):
         self.transport.abort()
 
     def close_idle(self):
-        if not self.busy:
-            self.closing = True
-            self.transport.close()
-            return True
-        return False
+        """Graceful stop: as H1Connection.close_idle, the next request gets
+        the last answer; a connection quiet for IDLE_GRACE is half-closed."""
+        self.retiring = True
+        if not self.busy and not self.closing \
+                and time.monotonic() - self.last_active >= IDLE_GRACE \
+                and not input_waiting(self.transport):
+            self._linger()
+        return self.closing
 
     def sweep(self, now):
-        if now - self.last_active > (self.limits.request_timeout if self.busy else self.limits.keep_alive):
-            self.close_now()
+        if self.closing:
+            if now - self.last_active > LINGER_SECONDS:
+                self.transport.close()
+        else:
+            limits = self.limits
+            if now - self.last_active > (limits.request_timeout if self.busy else limits.keep_alive):
+                self.close_now()

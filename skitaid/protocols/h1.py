@@ -18,7 +18,7 @@ from ..exchange import Exchange, Request, host_without_port
 from ..http.headers import bad_value, trailer_fields
 from ..http_status import status_code, status_line
 from . import dates, h2c
-from .base import Batched, addresses
+from .base import Batched, addresses, input_waiting
 
 SERVER_HEADER = b"Server: skitaid\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -26,7 +26,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE = 16          # queued requests before we stop reading
 LINGER_SECONDS = 2.0       # after an early response, read and drop the rest for this long
 LINGER_BYTES = 1024 * 1024
-FRESH_GRACE = 1.0          # graceful stop: a new connection's first request may still come
+IDLE_GRACE = 1.0           # retiring: a connection quiet this long gets no more requests
 
 # connection states the sweeper looks at. DRAIN: a later request was bad;
 # earlier ones are still being answered, then the error goes out (input is
@@ -133,7 +133,9 @@ class H1Exchange(Exchange):
             lines.append("Transfer-Encoding: chunked\r\n")
         else:
             keep = False   # HTTP/1.0 without a length: the close ends the body
-        if keep and self.conn.closing:
+        conn = self.conn
+        if keep and (conn.closing or (conn.retiring and not conn._queue)):
+            # a retiring worker answers the requests it has, the last with close
             keep = False
         self.keep_alive = keep
         if not keep:
@@ -344,6 +346,7 @@ class H1Connection(Batched):
         self.state = IDLE
         self.last_active = 0.0
         self.closing = False
+        self.retiring = False      # the worker stops: answer what came, the last with close
         self.write_paused = False
         self._drain_waiters = None
         self._queue = deque()
@@ -631,7 +634,7 @@ class H1Connection(Batched):
         if has_body:
             # (1.0 clients do not wait for 100)
             expect = req.expect_continue = expect and version == "1.1"
-        keep = parser.should_keep_alive() and not self.closing
+        keep = parser.should_keep_alive() and not self.closing and not self.retiring
         if chunked and version == "1.0":
             keep = False    # RFC 9112 6.1: its framing is suspect; close after the answer
         # Upgrade + Connection: upgrade, or CONNECT: llhttp stops after this
@@ -718,11 +721,12 @@ class H1Connection(Batched):
         req = ex.request
         body = req.body
         if not ex.keep_alive or self.closing:
-            if (body is not EMPTY_BODY and not body.complete and not self.closing) \
-                    or self._stopped:
-                self._linger()
-            else:
-                self.close_soon()
+            # Half-close and drop what still comes: a client that expected to
+            # keep the connection may have sent its next request already, and
+            # close() with unread input sends a reset that can destroy this
+            # response in flight. (A client that asked to close, or shut down
+            # its side, makes _linger close at once.)
+            self._linger()
             return
         if body is not EMPTY_BODY and not body.complete:
             # The app answered without reading everything. Drop the rest
@@ -892,8 +896,8 @@ class H1Connection(Batched):
         self.state = LINGER
         self.last_active = time.monotonic()
         self._linger_bytes = 0
-        if self._eof or not self.transport.can_write_eof():
-            self.close_soon()     # nothing more will come: no need to linger
+        if self._eof or self.transport.is_closing() or not self.transport.can_write_eof():
+            self.close_soon()     # nothing more will come (or it is gone): no need to linger
             return
         if self._reading_paused:
             self._reading_paused = False
@@ -901,36 +905,30 @@ class H1Connection(Batched):
         self.flush()
         self.transport.write_eof()
 
-    def _grace(self, now):
-        """A connection accepted moments ago whose first request may be on its way:
-        closing it now would fail a client that did nothing wrong (no retry rule
-        covers a fresh connection). It gets FRESH_GRACE to send that request,
-        which is then answered with Connection: close."""
-        # (no head begun yet on this connection: _head_started still unset)
-        return not self._head_started and self.state == IDLE \
-            and now - self.last_active < FRESH_GRACE
-
     def in_flight(self):
         return (self.current,) if self.current is not None else ()
 
     def close_idle(self):
-        """Graceful stop: close if nothing is in flight."""
-        self.closing = True
-        if self.current is None and not self._queue and self.state in (IDLE, LINGER):
-            if self._grace(time.monotonic()):
-                return False
-            self.flush()
-            self.close_soon()
-            return True
-        return False
+        """Graceful stop (the worker calls this every few ms until the
+        connection is gone). A request may be on its way on any idle
+        connection, a fresh one or one whose client just read an answer, and
+        closing now would lose it: the connection keeps reading, its next
+        request is answered with Connection: close (see H1Exchange._head),
+        and only a connection quiet for IDLE_GRACE is closed, by half-close
+        and linger, never with input unread. True once it is closing."""
+        self.retiring = True
+        if self.state == IDLE and self.current is None and not self._queue \
+                and time.monotonic() - self.last_active >= IDLE_GRACE \
+                and not input_waiting(self.transport):
+            self._linger()
+        return self.state >= LINGER
 
     def sweep(self, now):
         """Called about once a second by the worker to enforce timeouts."""
         state = self.state
         limits = self.limits
         if state == IDLE:
-            if now - self.last_active > limits.keep_alive or (
-                    self.closing and not self._grace(now)):
+            if now - self.last_active > limits.keep_alive:
                 self.close_soon()
         elif state == HEAD:
             # The whole head must arrive in time, however it trickles in

@@ -185,11 +185,17 @@ class Worker:
         # a handshake takes milliseconds; a client silent in mid-handshake must not
         # hold a stop or reload for the whole handshake timeout
         handshakes_until = min(deadline, now + HANDSHAKE_GRACE)
-        while time.monotonic() < deadline and (
-                self.connections or (self.handshaking and time.monotonic() < handshakes_until)):
+        # Connections each close themselves once they have answered what
+        # reached them (close_idle). At least one round: a connection
+        # accepted just before server.close() meets its protocol only in a
+        # later loop iteration, and must not be left behind unanswered.
+        while graceful:
             for conn in list(self.connections):
                 conn.close_idle()
             await asyncio.sleep(0.05)
+            if time.monotonic() >= deadline or not (
+                    self.connections or (self.handshaking and time.monotonic() < handshakes_until)):
+                break
         if self.connections:
             self._log_cut(graceful)
         for conn in list(self.connections):
