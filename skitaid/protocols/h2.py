@@ -46,9 +46,8 @@ from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request
-from ..handlers.errors import error_response
 from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
-from ..http_status import status_code
+from ..http_status import plain_error, status_code
 from ..context import push_on
 from . import dates
 from .base import Connection, addresses
@@ -222,7 +221,7 @@ class H2Exchange(Exchange):
                                        % (self.request.method, self.request.target))
         self.head_sent = False
         self.is_head = self.request.method == "HEAD"
-        self.respond(*error_response(500))
+        self.respond(*plain_error(500))
         self.closed = True
 
     def respond(self, status, headers, body=b""):
@@ -662,7 +661,7 @@ class H2Connection(Connection):
                 bad = 413
         if bad is not None:
             self.worker.count_rejected(bad, "bad HTTP/2 request", self.client)
-            ex.respond(*error_response(bad))
+            ex.respond(*plain_error(bad))
             return
         self.worker.dispatch(ex)
 
@@ -695,7 +694,7 @@ class H2Connection(Connection):
             return self._bad_length(ex, now)      # (`h2` normally sees it first)
         if body.received + len(ev.data) > self.limits.max_upload_size:
             if not ex.head_sent:
-                ex.respond(*error_response(413))
+                ex.respond(*plain_error(413))
             self.reset(ex, CANCEL)
             return
         body.feed(ev.data)
