@@ -65,8 +65,9 @@ class Exchange:
     __slots__ = ()
 
     request: Request
-    closed: bool = False
-    is_head: bool = False
+    closed: bool = False         # the client went away: output is dropped
+    is_head: bool = False        # no body goes out (HEAD, 1xx, 204, 304)
+    head_sent: bool = False      # the status line / HEADERS are out: no status fits now
 
     def respond(self, status, headers, body=b""):
         """A complete response; adds Content-Length, Date, Server, Connection."""
@@ -87,6 +88,11 @@ class Exchange:
     def finish(self):
         raise NotImplementedError
 
+    def abort(self):
+        """The response cannot be completed: drop it the protocol's way (an
+        HTTP/1.1 connection closes, an HTTP/2 stream is reset)."""
+        raise NotImplementedError
+
     def writing_paused(self):
         """True while the client is not keeping up (transport above high water)."""
         raise NotImplementedError
@@ -94,6 +100,19 @@ class Exchange:
     async def drain(self):
         """Return when the transport wants more data (or the client is gone)."""
         raise NotImplementedError
+
+    def can_switch(self):
+        """True when this kind of exchange can hand its connection to another
+        protocol (HTTP/1.1 Upgrade, CONNECT); switch_protocol() may still
+        refuse one request. False for HTTP/2 (RFC 9113 8.6)."""
+        return False
+
+    def switch_protocol(self, headers, protocol, status=101):
+        """Answer `status` (101, or a CONNECT's 2xx) with `headers` and give the
+        connection to `protocol` (an asyncio.Protocol with
+        `takeover(transport, leftover_bytes)`). False where it cannot: nothing
+        was sent and the handler still answers in HTTP."""
+        return False
 
     def push(self, path):
         """Server push (HTTP/2 only); ignored elsewhere."""

@@ -520,9 +520,8 @@ class _Fail:
 
 def switch(worker, exchange, session):
     """On the loop: send the 101 and hand the connection to WebSocket."""
-    sp = getattr(exchange, "switch_protocol", None)
     conn = session.make_connection(worker)
-    if sp is None or not sp(session.headers, conn):
+    if not exchange.switch_protocol(session.headers, conn):
         if not exchange.closed and not exchange.head_sent:
             exchange.respond(400, [("Content-Type", "text/plain"),
                                    ("Sec-WebSocket-Version", "13")],

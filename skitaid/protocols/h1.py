@@ -241,6 +241,9 @@ class H1Exchange(Exchange):
         self.conn.exchange_done(self)
         self.conn.close_now()
 
+    def can_switch(self):
+        return True
+
     def switch_protocol(self, headers, protocol, status=101):
         """Answer 101 with `headers` and give the connection to `protocol`
         (see H1Connection.switch_protocol). Loop thread; False if it cannot."""

@@ -18,6 +18,8 @@ graceful stop closes it as soon as it has been quiet for `QUIET` seconds
 import asyncio
 import time
 
+from .base import Tracked
+
 QUIET = 1.0     # graceful stop: a tunnel this long without traffic counts as idle
 
 
@@ -90,7 +92,7 @@ class _End(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-class Tunnel:
+class Tunnel(Tracked):
     """`backend` first (its transport attached or being connected), then the
     client's transport through `client.takeover()` (the H1 switch_protocol
     hand-over), which joins the two and starts the flow."""

@@ -214,8 +214,7 @@ class Worker:
                else "by an immediate stop")
         others = 0
         for conn in list(self.connections):
-            in_flight = getattr(conn, "in_flight", None)     # tunnels have no exchanges
-            running = in_flight() if in_flight is not None else ()
+            running = conn.in_flight()
             for ex in running:
                 req = ex.request
                 error_log.warning("request cut %s: %s %s from %s, running for %.1f s", why,
