@@ -68,6 +68,10 @@ class Exchange:
     closed: bool = False         # the client went away: output is dropped
     is_head: bool = False        # no body goes out (HEAD, 1xx, 204, 304)
     head_sent: bool = False      # the status line / HEADERS are out: no status fits now
+    # what the protocol can do at all (HTTP/2 both); can_push() says whether
+    # a push would go out now (the client may have disabled it)
+    supports_push: bool = False
+    supports_trailers: bool = False
 
     def respond(self, status, headers, body=b""):
         """A complete response; adds Content-Length, Date, Server, Connection."""
@@ -123,7 +127,4 @@ class Exchange:
         return False
 
     def set_trailers(self, headers):
-        """Headers sent after the body (HTTP/2 only); ignored elsewhere."""
-
-    def wsgi_environ(self, env, loop):
-        """Protocol-specific WSGI environ entries (called on an app thread)."""
+        """Headers sent after the body where `supports_trailers`; ignored elsewhere."""

@@ -18,7 +18,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
-from ..context import adopt_txn_ids, current as _current
+from ..context import adopt_txn_ids, current as _current, push_on
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..version import __version__
@@ -253,8 +253,14 @@ class WSGIHandler:
         env["skitaid.request_trailers"] = req.trailers
         if req.scheme == "https":
             env["HTTPS"] = "on"
-        if req.version == "2":
-            exchange.wsgi_environ(env, self.loop)
+        if exchange.supports_push:
+            env["skitaid.push"] = lambda uri: push_on(exchange, uri)
+        if exchange.supports_trailers:
+            loop = self.loop
+
+            def set_trailers(headers):      # (called on the app's thread)
+                loop.call_soon_threadsafe(exchange.set_trailers, list(headers))
+            env["skitaid.set_trailers"] = set_trailers
         if req.client:
             env["REMOTE_ADDR"] = req.client[0]
             env["REMOTE_PORT"] = str(req.client[1])

@@ -48,7 +48,6 @@ from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Exchange, Request
 from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
 from ..http_status import plain_error, status_code
-from ..context import push_on
 from . import dates
 from .base import Connection, addresses
 
@@ -165,6 +164,9 @@ class H2Exchange(Exchange):
                  "done", "t_start", "t_handled", "out", "out_len", "ending", "trailers",
                  "remaining", "waiters", "in_paused", "in_unacked", "remote_done", "pushed",
                  "authority", "last_in")
+
+    supports_push = True
+    supports_trailers = True
 
     def __init__(self, conn, sid, request, authority, pushed=False):
         self.conn = conn
@@ -374,15 +376,6 @@ class H2Exchange(Exchange):
 
     def push(self, path):
         return self.conn.push(self, path)
-
-    def wsgi_environ(self, env, loop):
-        """HTTP/2-only environ entries (skitaid.push() works everywhere)."""
-        env["skitaid.request_trailers"] = self.request.trailers
-        env["skitaid.push"] = lambda uri: push_on(self, uri)
-
-        def set_trailers(headers):
-            loop.call_soon_threadsafe(self.set_trailers, list(headers))
-        env["skitaid.set_trailers"] = set_trailers
 
 
 class H2Connection(Connection):

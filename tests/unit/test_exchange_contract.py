@@ -36,3 +36,9 @@ def test_everything_the_worker_tracks_reports_its_running_exchanges():
     for cls in (H1Connection, H2Connection, WSConnection, Tunnel, ForwardConnection):
         assert issubclass(cls, Tracked), cls
     assert Tunnel.in_flight(None) == ()
+
+
+def test_what_a_protocol_can_do_is_declared_not_guessed_from_its_version():
+    assert (H1Exchange.supports_push, H1Exchange.supports_trailers) == (False, False)
+    assert (H2Exchange.supports_push, H2Exchange.supports_trailers) == (True, True)
+    assert not hasattr(H2Exchange, "wsgi_environ")     # WSGI keys are the handler's
