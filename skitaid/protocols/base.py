@@ -44,7 +44,8 @@ class Tracked:
 
 class Connection(Tracked, asyncio.Protocol):
     """A connection the worker keeps in `worker.connections` (each sets
-    `transport`, `closing`, `write_paused` and `_paused_since` itself)."""
+    `transport`, `closing`, `write_paused` and `_paused_since` itself).
+    `self.worker` is a ConnectionHost (protocols/host.py), not the Worker."""
 
     def pause_writing(self):
         self.write_paused = True

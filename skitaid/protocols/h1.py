@@ -19,6 +19,7 @@ from ..http.headers import bad_value, trailer_fields
 from ..http_status import status_code, status_line
 from . import dates, h2c
 from .base import Batched, addresses, input_waiting
+from .host import ConnectionHost
 
 SERVER_HEADER = b"Server: skitaid\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -338,7 +339,7 @@ class _ExpectExchange(H1Exchange):
 class H1Connection(Batched):
     """One client connection (HTTP/1.0 and 1.1)."""
 
-    def __init__(self, worker, scheme="http"):
+    def __init__(self, worker: ConnectionHost, scheme="http"):
         self.worker = worker
         self.loop = worker.loop
         self.limits = worker.limits
@@ -378,7 +379,7 @@ class H1Connection(Batched):
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
-        self._h2c = scheme == "http" and getattr(worker.config, "http2", False)
+        self._h2c = scheme == "http" and worker.config.http2
         self._h2_sniff = b"" if self._h2c else None
         self._h2c_request = None
 

@@ -50,6 +50,7 @@ from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fie
 from ..http_status import plain_error, status_code
 from . import dates
 from .base import Connection, addresses
+from .host import ConnectionHost
 
 MAX_STREAMS = 100                   # concurrent streams a client may open
 STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
@@ -381,7 +382,7 @@ class H2Exchange(Exchange):
 class H2Connection(Connection):
     """One HTTP/2 connection (TLS with ALPN h2, or cleartext h2c)."""
 
-    def __init__(self, worker, scheme="http"):
+    def __init__(self, worker: ConnectionHost, scheme="http"):
         self.worker = worker
         self.loop = worker.loop
         self.limits = worker.limits

@@ -19,6 +19,7 @@ import asyncio
 import time
 
 from .base import Tracked
+from .host import ConnectionHost
 
 QUIET = 1.0     # graceful stop: a tunnel this long without traffic counts as idle
 
@@ -97,7 +98,7 @@ class Tunnel(Tracked):
     client's transport through `client.takeover()` (the H1 switch_protocol
     hand-over), which joins the two and starts the flow."""
 
-    def __init__(self, worker, timeout):
+    def __init__(self, worker: ConnectionHost, timeout):
         self.worker = worker
         self.timeout = timeout
         self.client = _End(self)
