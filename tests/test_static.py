@@ -20,6 +20,7 @@ import urllib.parse
 import pytest
 
 from conftest import ServerProc
+from helpers.clients import fetch, read_until_close
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -130,27 +131,15 @@ class Resp:
 
 
 def get(site, path, headers=None, method="GET"):
-    c = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
-    try:
-        c.request(method, path, headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, body)
-    finally:
-        c.close()
+    r = fetch(site.port, path, method, headers=headers)
+    return Resp(r.status, {k.lower(): v for k, v in r.headers}, r.body)
 
 
 def raw(site, request_bytes, timeout=10):
     """Send raw bytes on a new connection, read until the server closes."""
     with socket.create_connection(("127.0.0.1", site.port), timeout=timeout) as s:
         s.sendall(request_bytes)
-        chunks = []
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    data = b"".join(chunks)
+        data = read_until_close(s)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])

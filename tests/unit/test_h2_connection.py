@@ -14,7 +14,7 @@ from hpack import Encoder
 from hyperframe.frame import (GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame,
                               SettingsFrame, WindowUpdateFrame)
 
-from helpers.h2frames import PREFACE, split_frames
+from helpers.h2frames import split_frames
 from skitaid.body import EMPTY_BODY
 from skitaid.protocols import h2 as h2mod
 from skitaid.protocols.h2 import (CONN_WINDOW, MAX_STREAM_ID, MAX_STREAMS, OUT_HIGH_WATER,
