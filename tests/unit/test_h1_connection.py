@@ -564,3 +564,42 @@ def test_a_lost_connection_aborts_the_exchange_in_flight(loop):
     ex.respond("200 OK", [], b"late")           # dropped, never written after the close
     with pytest.raises(IOError):
         ex.request.body.take_available()        # the reader learns the client is gone
+
+
+# -- timeouts (the worker's sweep passes the time) -----------------------------------------------
+
+def test_a_head_that_does_not_finish_in_time_is_408(loop):
+    host, t, conn = open_h1(loop, hello, request_timeout=5)
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    started = conn.last_active
+    conn.sweep(started + 4)
+    assert t.take() == b""
+    conn.sweep(started + 6)
+    host.step()
+    [r] = answers(t)
+    assert (r.status, r.header("connection")) == (408, "close")
+
+
+def test_an_idle_keep_alive_connection_is_closed(loop):
+    host, t, conn = open_h1(loop, hello, keep_alive=10)
+    conn.data_received(get("/"))
+    host.step()
+    t.take()
+    conn.sweep(conn.last_active + 5)
+    assert not t.closed
+    conn.sweep(conn.last_active + 11)
+    assert t.closed and t.take() == b""
+
+
+def test_the_http2_preface_hands_the_connection_to_http2(loop):
+    from skitaid.protocols.h2 import H2Connection
+    host = FakeHost(loop, hello, http2=True)
+    t = FakeTransport(loop)
+    conn = t.connect(H1Connection(host))
+    conn.data_received(b"PRI * HTTP")                # a prefix: wait for the rest
+    assert t.protocol is conn and t.take() == b""
+    conn.data_received(b"/2.0\r\n\r\nSM\r\n\r\n")
+    assert isinstance(t.protocol, H2Connection)
+    assert conn not in host.connections and t.protocol in host.connections
+    host.step()
+    assert t.take()[3:4] == b"\x04"                  # the server's SETTINGS frame
