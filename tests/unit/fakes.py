@@ -119,6 +119,8 @@ class FakeTransport:
 
     def write(self, data):
         assert not self.closed, "write after close"
+        # asyncio refuses it too (RuntimeError): nothing may follow our FIN
+        assert not self.eof_written, "write after write_eof"
         self.written += data
         self.writes += 1
 
