@@ -16,18 +16,12 @@ import time
 import pytest
 
 from conftest import ROOT, ServerProc, free_port, wait_for, wait_for_port
+from helpers.clients import fetch
 
 
 def get(port, path, host=None, headers=None, method="GET", body=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = dict(headers or {})
-    if host is not None:
-        h["Host"] = host
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
+    r = fetch(port, path, method, body, headers, host, timeout)
+    return r.status, r.body
 
 
 def write(path, text):

@@ -4,7 +4,6 @@ The backend is a plain http.server (threaded, with a slow endpoint, a
 counter, XML-RPC and JSON-RPC) running in the test process; the app under
 test is a real skitaid server that calls it.
 """
-import http.client
 import json
 import threading
 import time
@@ -15,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conftest import free_port, wait_for
+from helpers.clients import fetch, get_json
 
 
 class Backend:
@@ -226,16 +226,10 @@ skitaid.run(port=int(os.environ["PORT"]), threads=int(os.environ.get("THREADS", 
 
 
 def get(port, path, timeout=10):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.getheader("Content-Type") != "application/json":
-            return resp.status, body
-        return resp.status, json.loads(body)
-    finally:
-        conn.close()
+    r = fetch(port, path, timeout=timeout)
+    if r.header("Content-Type") != "application/json":
+        return r.status, r.body
+    return r.status, r.json()
 
 
 @pytest.fixture
@@ -333,12 +327,7 @@ def test_cache_headers_are_honoured(app, backend):
 
 
 def _new_conn_get(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
+    return get_json(port, path, timeout=10, close=True)[1]
 
 
 def test_cached_result_expired_by_setlu_in_another_worker(app):

@@ -6,8 +6,6 @@ the database with its own psycopg2 connection (pg_terminate_backend, …).
 DSN: 127.0.0.1:5432, database test, user postgres — or $SKITAID_TEST_PG.
 """
 import concurrent.futures
-import http.client
-import json
 import os
 import time
 import uuid
@@ -16,6 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import free_port, wait_for
+from helpers.clients import get_json as get
 
 psycopg2 = pytest.importorskip("psycopg2")
 from psycopg2 import extensions as pgext  # noqa: E402
@@ -199,16 +198,6 @@ skitaid.mount("/", app)
 skitaid.run(port=int(os.environ["PORT"]), threads=int(os.environ.get("THREADS", "4")),
             processes=int(os.environ.get("PROCESSES", "1")))
 '''
-
-
-def get(port, path, timeout=15, close=False):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"} if close else {})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
 
 
 @pytest.fixture

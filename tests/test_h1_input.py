@@ -1,21 +1,21 @@
 """HTTP/1.x input handling: raw requests an outside probe sent, against real servers.
 
 Each test sends the exact bytes of a reported case over a raw socket (`Conn`
-from test_http11) to a real skitaid server, and where the reverse proxy is
-involved, through a real proxy to `RecordingBackend`, a raw backend that
-keeps every byte it receives (so framing can be checked byte for byte).
+from tests/helpers/http1.py) to a real skitaid server, and where the reverse proxy is
+involved, through a real proxy to `FramingBackend` (tests/helpers), a raw
+backend that keeps every byte it receives (so framing can be checked byte for byte).
 """
 import http.client
 import json
 import select
-import socket
 import threading
 import time
 
 import pytest
 
 from conftest import wait_for
-from test_http11 import Conn, get
+from helpers.framing_backend import FramingBackend, echo_body
+from helpers.http1 import Conn, get
 
 APP = r'''
 import json, os, threading
@@ -102,87 +102,9 @@ def assert_server_ok(port):
         assert c.response().body == b"Hello, World!"
 
 
-class RecordingBackend:
-    """A raw HTTP/1.1 backend on loopback: keeps every byte it receives
-    (`raw`), frames requests by Content-Length or chunked as RFC 9112 says,
-    and answers each with 200 and the body it got."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.raw = bytearray()
-        self.requests = []        # (head bytes, decoded body bytes)
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        self._buf = b""
-        conn.settimeout(10)
-
-        def more():
-            data = conn.recv(65536)
-            if not data:
-                raise EOFError
-            with self.lock:
-                self.raw += data
-            return data
-
-        buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    buf += more()
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                fields = {}
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    fields[name.strip().lower()] = value.strip().lower()
-                body = b""
-                if fields.get(b"transfer-encoding") == b"chunked":
-                    while True:
-                        while b"\r\n" not in buf:
-                            buf += more()
-                        size_line, buf = buf.split(b"\r\n", 1)
-                        size = int(size_line.split(b";")[0], 16)
-                        if size == 0:
-                            while b"\r\n\r\n" not in b"\r\n" + buf:
-                                buf += more()
-                            buf = (b"\r\n" + buf).split(b"\r\n\r\n", 1)[1]
-                            break
-                        while len(buf) < size + 2:
-                            buf += more()
-                        body += buf[:size]
-                        buf = buf[size + 2:]
-                else:
-                    n = int(fields.get(b"content-length", b"0"))
-                    while len(buf) < n:
-                        buf += more()
-                    body, buf = buf[:n], buf[n:]
-                with self.lock:
-                    self.requests.append((head, body))
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        except (EOFError, OSError, ValueError):
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.listener.close()
-
-
 @pytest.fixture
 def backend():
-    b = RecordingBackend()
+    b = FramingBackend(echo_body, timeout=10)
     yield b
     b.close()
 
@@ -257,13 +179,13 @@ def test_trailers_never_reach_the_backend_as_headers(proxy, backend):
         r = c.response()
         assert (r.status, r.body) == (200, b"hello")
     assert len(backend.requests) == 1
-    head, body = backend.requests[0]
+    head, body, _ = backend.requests[0]
     fields = head_fields(head)
     assert body == b"hello"
     names = [n for n, _ in fields]
     assert "x-injected-trailer" not in names and "content-type" not in names
     assert not any("evil" in v for _, v in fields), fields
-    assert b"evil" not in bytes(backend.raw)
+    assert b"evil" not in backend.all_bytes()
 
 
 # -- 5. HTTP/1.0 with Transfer-Encoding: answered once, then closed ------------------------------
@@ -290,7 +212,7 @@ def test_http10_with_transfer_encoding_through_the_proxy(proxy, backend):
         assert r.status == 200 and r.header("connection") == "close"
         assert c.eof()
     assert len(backend.requests) == 1
-    assert b"SMUGGLED" not in bytes(backend.raw)
+    assert b"SMUGGLED" not in backend.all_bytes()
 
 
 # -- 6. an Upgrade the server does not take is an ordinary request with its body ----------------
@@ -352,7 +274,7 @@ def test_upgrade_request_with_a_body_through_the_proxy(proxy, backend):
             r = c.response()
             assert (r.status, r.body) == (200, b"hello world")
             assert time.monotonic() - t0 < 3
-        head, body = backend.requests[-1]
+        head, body, _ = backend.requests[-1]
         assert body == b"hello world"
         fields = head_fields(head)
         assert framing in fields, fields

@@ -23,12 +23,12 @@ import h2.connection
 import h2.events
 import pytest
 from hpack import Decoder, Encoder
-from hyperframe.frame import (DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
+from hyperframe.frame import (DataFrame, GoAwayFrame, HeadersFrame, PingFrame,
                               RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
 from conftest import ServerProc, free_port, wait_for
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from helpers.framing_backend import FramingBackend, saw_request_line
+from helpers.h2frames import PREFACE, split_frames
 NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM = 0x0, 0x1, 0x7
 MAX_SID = 2 ** 31 - 1
 
@@ -96,101 +96,9 @@ skitaid.run(address="127.0.0.1", port=int(os.environ["PORT"]), threads=8,
 '''
 
 
-# -- a backend that records every byte ---------------------------------------------------
-
-class Recorder:
-    """An HTTP/1.1 origin on a thread: keeps the raw bytes of every connection,
-    parses each request (Content-Length or chunked) and answers 200 with the
-    request line it saw."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.raw = []           # one bytearray per connection
-        self.requests = []      # (head bytes, body bytes, raw headers list)
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def all_bytes(self):
-        with self.lock:
-            return b"".join(bytes(r) for r in self.raw)
-
-    def _serve(self, conn):
-        raw = bytearray()
-        with self.lock:
-            self.raw.append(raw)
-        buf = bytearray()
-
-        def more():
-            data = conn.recv(65536)
-            if not data:
-                raise EOFError
-            with self.lock:
-                raw.extend(data)
-            buf.extend(data)
-
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    more()
-                end = buf.index(b"\r\n\r\n")
-                head = bytes(buf[:end])
-                del buf[:end + 4]
-                fields = [line.partition(b":") for line in head.split(b"\r\n")[1:]]
-                fields = [(k.strip().lower(), v.strip()) for k, _, v in fields]
-                body = bytearray()
-                if any(k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in fields):
-                    while True:
-                        while b"\r\n" not in buf:
-                            more()
-                        end = buf.index(b"\r\n")
-                        size = int(bytes(buf[:end]).split(b";")[0], 16)
-                        del buf[:end + 2]
-                        if size == 0:
-                            while b"\r\n\r\n" not in buf and not buf.startswith(b"\r\n"):
-                                more()
-                            cut = 2 if buf.startswith(b"\r\n") else buf.index(b"\r\n\r\n") + 4
-                            del buf[:cut]
-                            break
-                        while len(buf) < size + 2:
-                            more()
-                        body += buf[:size]
-                        del buf[:size + 2]
-                else:
-                    n = next((int(v) for k, v in fields if k == b"content-length"), 0)
-                    while len(buf) < n:
-                        more()
-                    body += buf[:n]
-                    del buf[:n]
-                with self.lock:
-                    self.requests.append((head, bytes(body), fields))
-                answer = b"saw " + head.split(b"\r\n")[0] + b" body=%d" % len(body)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(answer), answer))
-        except (EOFError, OSError, ValueError):
-            pass
-        finally:
-            conn.close()
-
-    def close(self):
-        self.closed = True
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def backend():
-    r = Recorder()
+    r = FramingBackend(saw_request_line)
     yield r
     r.close()
 
@@ -256,13 +164,8 @@ class Raw:
             if not data:
                 self.closed = True
                 break
-            self.buf += data
-            while len(self.buf) >= 9:
-                f, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
-                if len(self.buf) < 9 + length:
-                    break
-                f.parse_body(memoryview(self.buf[9:9 + length]))
-                self.buf = self.buf[9 + length:]
+            frames, self.buf = split_frames(self.buf + data)
+            for f in frames:
                 if isinstance(f, HeadersFrame):
                     f.fields = self.dec.decode(f.data, raw=True)
                 elif isinstance(f, SettingsFrame) and "ACK" not in f.flags:
@@ -807,13 +710,8 @@ class Busy:
                         self.failures.append("stream %d lost at close (%r, GOAWAY %r)"
                                              % (sid, err, final))
                 return
-            buf += data
-            while len(buf) >= 9:
-                f, length = Frame.parse_frame_header(memoryview(buf[:9]))
-                if len(buf) < 9 + length:
-                    break
-                f.parse_body(memoryview(buf[9:9 + length]))
-                buf = buf[9 + length:]
+            frames, buf = split_frames(buf + data)
+            for f in frames:
                 sid = f.stream_id
                 if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
                     sock.sendall(SettingsFrame(0, flags=["ACK"]).serialize())

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from test_http11 import Conn, app_script, assert_server_ok, get, poll, post
+from helpers.http1 import Conn, get, post
+from test_http11 import app_script, assert_server_ok, poll
 
 LIMITS = dict(max_url_size=1024, max_header_size=4096, max_headers=20,
               max_upload_size=100000, keep_alive=1, request_timeout=1,

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from conftest import ROOT, ServerProc, free_port, wait_for
+from helpers.clients import read_until_close
 from skitaid.logs import token_fingerprint
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (workers run as nobody)")
@@ -155,12 +156,7 @@ def exchange(port, path="/", token=None, timeout=5.0):
         head += "Authorization: Bearer %s\r\n" % token
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall((head + "\r\n").encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return read_until_close(s)
 
 
 def get_ok(port, path="/"):

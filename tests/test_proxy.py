@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from conftest import free_port, wait_for
+from helpers.clients import fetch
 
 BACKEND = r'''
 import hashlib, json, os, time
@@ -83,13 +84,8 @@ def proxy(serve):
 
 
 def request(port, method, path, body=None, headers=None, timeout=20):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body, headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
+    r = fetch(port, path, method, body, headers, timeout=timeout)
+    return r.status, dict(r.headers), r.body
 
 
 def member(server):

@@ -58,10 +58,12 @@ def app(site, version):
 
 def web(site, port, **keys):
     """One server (two workers unless told), request log off (wrk would flood
-    the test's log); a graceful_timeout no retirement here should reach."""
+    the test's log); a graceful_timeout no retirement here should reach, and
+    short enough that the master's own SIGKILL deadline (+1 s) comes before
+    the fixture's (10 s): a stuck worker cannot outlive the test."""
     app(site, "v1")
     keys.setdefault("processes", 2)
-    keys.setdefault("graceful_timeout", 20)
+    keys.setdefault("graceful_timeout", 8)
     site.ini("web", port, request_log="off", **keys)
 
 

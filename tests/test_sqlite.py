@@ -1,14 +1,13 @@
 """SQLite corequests: the same was.db / was.transaction API on database files,
 served by a real skitaid server (statements run on a thread per file)."""
 import concurrent.futures
-import http.client
-import json
 import sqlite3
 import time
 
 import pytest
 
 from conftest import wait_for
+from helpers.clients import get_json as get
 
 APP = r'''
 import json, os, time
@@ -97,16 +96,6 @@ skitaid.mount("/", app)
 skitaid.run(port=int(os.environ["PORT"]), threads=4,
             processes=int(os.environ.get("PROCESSES", "1")))
 '''
-
-
-def get(port, path, timeout=20, close=False):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"} if close else {})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
 
 
 @pytest.fixture

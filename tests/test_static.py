@@ -20,6 +20,7 @@ import urllib.parse
 import pytest
 
 from conftest import ServerProc
+from helpers.clients import fetch, read_until_close
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -130,27 +131,15 @@ class Resp:
 
 
 def get(site, path, headers=None, method="GET"):
-    c = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
-    try:
-        c.request(method, path, headers=headers or {})
-        r = c.getresponse()
-        body = r.read()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, body)
-    finally:
-        c.close()
+    r = fetch(site.port, path, method, headers=headers)
+    return Resp(r.status, {k.lower(): v for k, v in r.headers}, r.body)
 
 
 def raw(site, request_bytes, timeout=10):
     """Send raw bytes on a new connection, read until the server closes."""
     with socket.create_connection(("127.0.0.1", site.port), timeout=timeout) as s:
         s.sendall(request_bytes)
-        chunks = []
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    data = b"".join(chunks)
+        data = read_until_close(s)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -642,29 +631,4 @@ def test_fresh_file_gets_weak_etag(site):
     assert r.h("etag").startswith('"')
 
 
-# -- helpers, without a server ------------------------------------------------------------------------------
-def test_parse_range_unit():
-    from skitaid.handlers.static import _UNSATISFIABLE, _parse_range
-    assert _parse_range("bytes=0-0", 10) == (0, 0)
-    assert _parse_range("bytes=0-", 0) == _UNSATISFIABLE
-    assert _parse_range("bytes=-1", 0) == _UNSATISFIABLE
-    assert _parse_range("bytes=-20", 10) == (0, 9)
-    assert _parse_range("bytes=\u0661-2", 10) is None          # non-ASCII digits
-    assert _parse_range("bytes=" + "9" * 5000 + "-", 10) is None
-    assert _parse_range("bytes=0-1, 3-4", 10) is None
-
-
-def test_parse_path_unit(tmp_path):
-    from skitaid.handlers.static import StaticHandler
-    h = StaticHandler(str(tmp_path), "/static")
-    assert h._parse("/static") == ([], False)
-    assert h._parse("/static/") == ([], True)
-    assert h._parse("/static/a/b/") == (["a", "b"], True)
-    assert h._parse("/static/a/%2e%2e/b") == (["b"], False)
-    assert h._parse("/static/a/..") == ([], True)
-    assert h._parse("/static/..") == 404
-    assert h._parse("/staticx/a") == 404
-    assert h._parse("/static/a%2fb") == 404
-    assert h._parse("/static/a%00") == 400
-    assert h._parse("/static/%C3%A9") == (["\u00e9"], False)
-    assert h._parse("/static/\u00c3\u00a9") == (["\u00e9"], False)   # latin-1 view of raw UTF-8
+# (the range and path rules without a server: tests/unit/test_static_rules.py)

@@ -584,35 +584,10 @@ def _frames_client(s):
 
 
 from hpack import Encoder  # noqa: E402
-from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame,  # noqa: E402
+from helpers.h2frames import read_frames  # noqa: E402
+from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame,  # noqa: E402
                               HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
-
-
-def read_frames(sock, timeout=10.0, stop=None):
-    """Every frame the server sends until GOAWAY (or `stop(frames)`), the close, or the timeout."""
-    sock.settimeout(timeout)
-    buf = b""
-    frames = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
-            break
-        if not data:
-            break
-        buf += data
-        while len(buf) >= 9:
-            f, length = Frame.parse_frame_header(memoryview(buf[:9]))
-            if len(buf) < 9 + length:
-                break
-            f.parse_body(memoryview(buf[9:9 + length]))
-            frames.append(f)
-            buf = buf[9 + length:]
-        if stop(frames) if stop else any(isinstance(f, GoAwayFrame) for f in frames):
-            break
-    return frames
 
 
 def goaway(frames):

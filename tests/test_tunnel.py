@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import free_port, wait_for
+from helpers.clients import read_head, read_until_close
 from test_autobahn import PASSING, kosoku_exe
 
 BACKEND = r'''
@@ -100,26 +101,6 @@ def _worker_of(server):
     return wait_for(lambda: (master.children() or [None])[0], 5)
 
 
-def _read_head(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head.decode("latin-1"), rest
-
-
-def _read_all(sock):
-    out = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return out
-        out += chunk
-
-
 # -- WebSocket through the reverse proxy ------------------------------------------------
 
 def test_websocket_echo_through_the_proxy(backend, proxy):
@@ -189,9 +170,9 @@ def test_non_101_answer_is_relayed_as_a_response(backend, proxy):
     # an upgrade to a plain HTTP route: the backend answers 200, which is relayed
     s.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    head, rest = _read_head(s)
+    head, rest = read_head(s)
     assert head.startswith("HTTP/1.1 200 ")
-    body = rest + _read_all(s)      # the connection closes after it
+    body = rest + read_until_close(s)      # the connection closes after it
     d = json.loads(body)
     assert d["path"] == "/plain" and d["upgrade"] == "websocket"
     s.close()
@@ -199,7 +180,7 @@ def test_non_101_answer_is_relayed_as_a_response(backend, proxy):
     s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
     s.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n")
-    head, _ = _read_head(s)
+    head, _ = read_head(s)
     assert head.startswith("HTTP/1.1 400 ")
     s.close()
 
@@ -209,7 +190,7 @@ def test_websocket_through_the_proxy_502_when_no_member_answers(proxy):
     s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
     s.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-    head, _ = _read_head(s)
+    head, _ = read_head(s)
     assert head.startswith("HTTP/1.1 502 ")
     s.close()
 
@@ -273,7 +254,7 @@ def test_autobahn_through_the_proxy(backend, proxy):
 def _connect(proxy_port, target):
     s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
     s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
-    head, rest = _read_head(s)
+    head, rest = read_head(s)
     return s, head, rest
 
 
@@ -285,7 +266,7 @@ def test_connect_tunnel_from_loopback(backend, proxy):
     for i, last in ((1, False), (2, True)):
         s.sendall(b"GET /through/%d HTTP/1.1\r\nHost: b\r\n%s\r\n"
                   % (i, b"Connection: close\r\n" if last else b""))
-        head, rest = _read_head(s)
+        head, rest = read_head(s)
         assert head.startswith("HTTP/1.1 200 ")
         length = int([line.split(":")[1] for line in head.split("\r\n")
                       if line.lower().startswith("content-length")][0])
@@ -303,9 +284,9 @@ def test_connect_tunnel_passes_a_half_close(backend, proxy):
     assert head.startswith("HTTP/1.1 200 ")
     s.sendall(b"GET /half HTTP/1.1\r\nHost: b\r\n\r\n")
     s.shutdown(socket.SHUT_WR)      # the backend sees the end, and still answers
-    head, rest = _read_head(s)
+    head, rest = read_head(s)
     assert head.startswith("HTTP/1.1 200 ")
-    assert json.loads(rest + _read_all(s))["path"] == "/half"
+    assert json.loads(rest + read_until_close(s))["path"] == "/half"
     s.close()
 
 

@@ -23,6 +23,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import ServerProc, wait_for
+from helpers.clients import read_head
+from helpers.wsframes import FrameReader, client_frame, close_code
 
 APP_SCRIPT = r'''
 import os, threading, time
@@ -237,14 +239,8 @@ def raw_request(port, path="/echo", headers=None, method="GET", version="1.1"):
     lines += ["%s: %s" % (k, v) for k, v in h.items() if v is not None]
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = s.recv(65536)
-        if not data:
-            break
-        buf += data
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    first, *hlines = head.decode("latin-1").split("\r\n")
+    head, rest = read_head(s)
+    first, *hlines = head.split("\r\n")
     status = int(first.split()[1])
     hdrs = {}
     for line in hlines:
@@ -254,57 +250,7 @@ def raw_request(port, path="/echo", headers=None, method="GET", version="1.1"):
 
 
 def send_frame(s, op, payload, fin=True, mask=True):
-    b0 = op | (0x80 if fin else 0)
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((b0, mbit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mbit | 127, n)
-    if mask:
-        key = os.urandom(4)
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        head += key
-    s.sendall(head + payload)
-
-
-class FrameReader:
-    def __init__(self, s, buf=b""):
-        self.s = s
-        self.buf = buf
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            data = self.s.recv(65536)
-            if not data:
-                raise EOFError("connection closed")
-            self.buf += data
-
-    def read(self):
-        """(opcode, payload) of the next server frame (never masked)."""
-        self._need(2)
-        b0, b1 = self.buf[0], self.buf[1]
-        assert not b1 & 0x80, "server frames must not be masked"
-        n = b1 & 0x7F
-        pos = 2
-        if n == 126:
-            self._need(4)
-            n = struct.unpack("!H", self.buf[2:4])[0]
-            pos = 4
-        elif n == 127:
-            self._need(10)
-            n = struct.unpack("!Q", self.buf[2:10])[0]
-            pos = 10
-        self._need(pos + n)
-        payload = self.buf[pos:pos + n]
-        self.buf = self.buf[pos + n:]
-        return b0 & 0x0F, payload
-
-
-def close_code(payload):
-    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+    s.sendall(client_frame(op, payload, fin, mask))
 
 
 # -- modes ------------------------------------------------------------------------------

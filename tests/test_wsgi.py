@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from conftest import ServerProc, wait_for
+from helpers.clients import read_until_close
 
 MB = 1024 * 1024
 
@@ -628,15 +629,6 @@ def test_list_gets_content_length_generator_gets_chunked(srv):
     assert r.getheader("Transfer-Encoding") is None and body == b"001122"
 
 
-def read_all(sock):
-    got = b""
-    while True:
-        more = sock.recv(65536)
-        if not more:
-            return got
-        got += more
-
-
 def test_streamed_body_longer_than_content_length_is_cut(srv):
     # the excess must not reach a keep-alive client, which would take it for
     # the start of the next response
@@ -654,7 +646,7 @@ def test_streamed_body_shorter_than_content_length_closes(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         s.sendall(b"GET /stream/sized?name=short&n=2&size=4&declared=20 HTTP/1.1\r\nHost: t\r\n\r\n"
                   b"GET /v/next HTTP/1.1\r\nHost: t\r\n\r\n")
-        got = read_all(s)          # the server closes: no hang, no second response
+        got = read_until_close(s)          # the server closes: no hang, no second response
     assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\n00001111")
     assert got.count(b"HTTP/1.1") == 1
 

@@ -18,7 +18,7 @@ import os
 from typing import List, Optional, Tuple
 
 from .build import ALIAS_SECTION, ROUTES, SERVER, FileContext, RawSection, build_server
-from .errors import ConfigError, Problem
+from .errors import Problem
 from .model import ServerConfig
 from .where import add_lines
 
@@ -131,11 +131,3 @@ def parse_server(path: str, config_dir: str, name: Optional[str] = None,
     server = build_server(ctx, sections, name, os.path.abspath(path))
     return server, add_lines(problems + ctx.problems, lambda _: text)
 
-
-def load_server(path: str, config_dir: Optional[str] = None, name: Optional[str] = None) -> ServerConfig:
-    """Parse one YAML server file or raise ConfigError listing every problem in it."""
-    config_dir = os.path.abspath(config_dir or os.path.dirname(os.path.abspath(path)))
-    server, problems = parse_server(path, config_dir, name)
-    if problems:
-        raise ConfigError(problems)
-    return server

@@ -698,7 +698,9 @@ class H1Connection(Batched):
             req.body.finish()
         if self.state == BUSY and self.current is None and not self._queue:
             self.state = IDLE
-        if self._stop_after:
+        if self._stop_after or self.state >= LINGER:
+            # (LINGER: its answer, given at once, ended the connection: a
+            # request pipelined behind it must not run, the client sends it again)
             self._stop()
 
     def _stop(self):

@@ -536,7 +536,9 @@ class H2Connection(Connection):
                         return self._fail(CALM)
                 elif t is PingAckReceived:
                     if self.draining and ev.ping_data == DRAIN_PING:
-                        self._drained()
+                        # after the rest of this read: a client sends the ACK
+                        # before HEADERS it opened meanwhile, and those count
+                        self.loop.call_soon(self._drained)
                     elif not self._control.take(now):
                         return self._fail(CALM)
                 elif t is RemoteSettingsChanged:

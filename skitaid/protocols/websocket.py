@@ -156,6 +156,10 @@ class FrameParser:
                     break
                 b0 = data[pos]
                 b1 = data[pos + 1]
+                if not b1 & 0x80:
+                    # (checked before waiting for the rest of the header, which
+                    # would include a mask key: a short unmasked frame is refused at once)
+                    raise ProtocolError(PROTOCOL_ERROR, "client frames must be masked")
                 n = b1 & 0x7F
                 hlen = 6
                 if n == 126:
@@ -170,8 +174,6 @@ class FrameParser:
                     n = _unpack_q(data, pos + 2)[0]
                     if n >> 63:
                         raise ProtocolError(PROTOCOL_ERROR, "frame length too large")
-                if not b1 & 0x80:
-                    raise ProtocolError(PROTOCOL_ERROR, "client frames must be masked")
                 op = b0 & 0x0F
                 fin = b0 & 0x80
                 rsv = b0 & 0x70

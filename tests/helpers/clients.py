@@ -1,10 +1,79 @@
-"""Raw clients for tests that must control every byte a server receives."""
+"""Clients for the end-to-end tests: one request over http.client (`fetch`,
+`get_json`), and raw sockets for tests that must control every byte a server
+receives (`raw_exchange`, `read_until_close`, `read_head`, `h2_exchange`)."""
 import http.client
+import json
 import socket
 
 import h2.config
 import h2.connection
 import h2.events
+
+
+class Reply:
+    """A whole response: status, headers as http.client lists them, body."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers          # [(name, value)]
+        self.body = body
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Reply %d %r %r>" % (self.status, self.headers, self.body[:200])
+
+
+def fetch(port, path, method="GET", body=None, headers=None, host=None, timeout=10):
+    """One request on a new http.client connection to 127.0.0.1:`port`.
+    `host` sets the Host header."""
+    h = dict(headers or {})
+    if host is not None:
+        h["Host"] = host
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.getheaders(), resp.read())
+    finally:
+        conn.close()
+
+
+def get_json(port, path, timeout=20, close=False):
+    """(status, decoded JSON body) of a GET; `close` asks for Connection: close."""
+    r = fetch(port, path, headers={"Connection": "close"} if close else None, timeout=timeout)
+    return r.status, r.json()
+
+
+def read_until_close(sock):
+    """Everything the peer sends until it closes its side."""
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def read_head(sock):
+    """(response head as latin-1 text, the bytes after it) from a raw socket;
+    the head is whatever came when the peer closed before a blank line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), rest
 
 
 def raw_exchange(port, data, method="GET", timeout=10):

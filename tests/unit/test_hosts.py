@@ -36,3 +36,27 @@ def test_without_fallback():
     assert table.lookup("unknown.org") is None
     assert table.lookup("unknown.org", default=0) == 0
     assert table and not HostTable()
+
+
+def test_an_exact_name_wins_over_any_suffix_whatever_the_order():
+    table = HostTable([((".example.com",), "domain"), (("a.example.com",), "exact")])
+    assert table.lookup("a.example.com") == "exact"
+    assert table.lookup("b.example.com") == "domain"
+
+
+def test_the_longest_suffix_wins_whatever_the_order():
+    table = HostTable([((".com",), "com"), ((".example.com",), "example"),
+                       (("*.b.example.com",), "b")])
+    assert [table.lookup(h) for h in ("x.com", "a.example.com", "x.b.example.com",
+                                      "b.example.com")] == ["com", "example", "b", "example"]
+
+
+def test_the_first_entry_wins_a_tie():
+    table = HostTable([(("a.test",), 1), (("a.test",), 2), (("default",), 3), (("*",), 4)])
+    assert table.lookup("a.test") == 1 and table.lookup("b.test") == 3
+
+
+def test_a_port_is_not_stripped_by_the_table():
+    # (callers strip it: a table holds host names only)
+    table = HostTable([(("a.test",), 1)])
+    assert table.lookup("a.test:80") is None
