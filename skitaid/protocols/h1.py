@@ -461,7 +461,7 @@ class H1Connection(Batched):
     def data_received(self, data):
         self.last_active = time.monotonic()
         if self._h2_sniff is not None:
-            data = h2c.sniff(self, data)
+            data = self._sniff_preface(data)
             if data is None:
                 return
         if self.state >= LINGER or self._stopped:
@@ -494,7 +494,8 @@ class H1Connection(Batched):
         except httptools.HttpParserUpgrade as e:
             rest = data[e.args[0]:]     # after the head: not HTTP/1.1
             if self._h2c_request is not None:
-                h2c.switch(self, rest)
+                req, self._h2c_request = self._h2c_request, None
+                h2c.switch_to_h2(self, upgraded=req, rest=rest)
             elif self._upgrade_body:
                 self._body_after_upgrade(rest)
             else:
@@ -646,8 +647,9 @@ class H1Connection(Batched):
         # connection's last
         upgrade = parser.should_upgrade()
         if upgrade:
-            if self._h2c and h2c.wants_upgrade(self, req):
-                return      # the connection becomes HTTP/2 after this head (h2c.switch)
+            if self._h2c and h2c.wants_upgrade(req, self.current is None and not self._queue):
+                self._h2c_request = req
+                return      # the connection becomes HTTP/2 after this head (_feed)
             if has_body and req.method != "CONNECT":
                 # No handler takes an upgrade that carries a body (WebSocket and
                 # the proxy's upgrades are bodiless GETs, h2c was just refused):
@@ -837,11 +839,25 @@ class H1Connection(Batched):
         ex.head_sent = ex.done = True
         self.current = None
         self.worker.exchange_finished(ex)
-        self._hand_off(protocol)
+        self.hand_off(protocol)
         protocol.takeover(self.transport, tail)
         return True
 
-    def _hand_off(self, protocol):
+    def _sniff_preface(self, data):
+        """The connection's first bytes: on the HTTP/2 preface, switch to
+        HTTP/2 (None: taken, or too few yet to tell); else what to parse."""
+        data = self._h2_sniff + data
+        seen = h2c.preface(data)
+        if seen is None:
+            self._h2_sniff = data        # a prefix of the preface: wait for more
+            return None
+        self._h2_sniff = None
+        if seen:
+            h2c.switch_to_h2(self, preface_bytes=data)
+            return None
+        return data
+
+    def hand_off(self, protocol):
         """Give the transport to `protocol` (WebSocket, a tunnel, HTTP/2):
         what is queued goes out first, in order, and this object is done."""
         self.flush()

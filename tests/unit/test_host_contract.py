@@ -56,3 +56,13 @@ def test_the_worker_satisfies_both_contracts():
     assert isinstance(worker, ConnectionHost)
     assert isinstance(worker, WSGIHost)
     assert members(ConnectionHost) <= members(WSGIHost)
+
+
+def test_the_unit_tiers_fake_host_is_a_connection_host():
+    import asyncio
+    from .fakes import FakeHost
+    loop = asyncio.new_event_loop()
+    try:
+        assert isinstance(FakeHost(loop), ConnectionHost)
+    finally:
+        loop.close()
