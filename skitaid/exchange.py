@@ -65,8 +65,13 @@ class Exchange:
     __slots__ = ()
 
     request: Request
-    closed: bool = False
-    is_head: bool = False
+    closed: bool = False         # the client went away: output is dropped
+    is_head: bool = False        # no body goes out (HEAD, 1xx, 204, 304)
+    head_sent: bool = False      # the status line / HEADERS are out: no status fits now
+    # what the protocol can do at all (HTTP/2 both); can_push() says whether
+    # a push would go out now (the client may have disabled it)
+    supports_push: bool = False
+    supports_trailers: bool = False
 
     def respond(self, status, headers, body=b""):
         """A complete response; adds Content-Length, Date, Server, Connection."""
@@ -87,6 +92,11 @@ class Exchange:
     def finish(self):
         raise NotImplementedError
 
+    def abort(self):
+        """The response cannot be completed: drop it the protocol's way (an
+        HTTP/1.1 connection closes, an HTTP/2 stream is reset)."""
+        raise NotImplementedError
+
     def writing_paused(self):
         """True while the client is not keeping up (transport above high water)."""
         raise NotImplementedError
@@ -94,6 +104,19 @@ class Exchange:
     async def drain(self):
         """Return when the transport wants more data (or the client is gone)."""
         raise NotImplementedError
+
+    def can_switch(self):
+        """True when this kind of exchange can hand its connection to another
+        protocol (HTTP/1.1 Upgrade, CONNECT); switch_protocol() may still
+        refuse one request. False for HTTP/2 (RFC 9113 8.6)."""
+        return False
+
+    def switch_protocol(self, headers, protocol, status=101):
+        """Answer `status` (101, or a CONNECT's 2xx) with `headers` and give the
+        connection to `protocol` (an asyncio.Protocol with
+        `takeover(transport, leftover_bytes)`). False where it cannot: nothing
+        was sent and the handler still answers in HTTP."""
+        return False
 
     def push(self, path):
         """Server push (HTTP/2 only); ignored elsewhere."""
@@ -104,7 +127,4 @@ class Exchange:
         return False
 
     def set_trailers(self, headers):
-        """Headers sent after the body (HTTP/2 only); ignored elsewhere."""
-
-    def wsgi_environ(self, env, loop):
-        """Protocol-specific WSGI environ entries (called on an app thread)."""
+        """Headers sent after the body where `supports_trailers`; ignored elsewhere."""

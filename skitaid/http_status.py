@@ -35,5 +35,14 @@ def status_line(status, version="1.1"):
     return line
 
 
+def plain_error(code, detail=None):
+    """(status, headers, body) for a protocol's own small rejection answer
+    (400, 413, 431, 500, ...): plain text, so that protocols need no page
+    templates; handlers render their richer pages themselves."""
+    text = "%d %s\n" % (code, detail or reason(code))
+    return code, [("Content-Type", "text/plain; charset=utf-8")], \
+        text.encode("latin-1", "replace")
+
+
 def status_code(status):
     return status if isinstance(status, int) else int(status[:3])

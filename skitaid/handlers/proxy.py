@@ -71,7 +71,7 @@ def wants_websocket(exchange):
     return (upgrade is not None and "websocket" in header_tokens(upgrade)
             and "upgrade" in header_tokens(request.header("connection") or "")
             and request.method == "GET" and not request_framing(request)
-            and getattr(exchange, "switch_protocol", None) is not None)
+            and exchange.can_switch())
 
 
 class _Retry(Exception):
@@ -528,7 +528,7 @@ class ForwardProxyHandler(ProxyHandler):
         if port not in self.connect_ports:
             exchange.respond(*error_response(403, "CONNECT to port %d is not allowed" % port))
             return
-        if getattr(exchange, "switch_protocol", None) is None:
+        if not exchange.can_switch():
             exchange.respond(*error_response(405, "CONNECT tunnels need HTTP/1.1"))
             return
         tunnel = Tunnel(self.worker, self.worker.config.tunnel_timeout)

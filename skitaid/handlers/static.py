@@ -722,5 +722,5 @@ class StaticHandler:
                 self._serve(exchange, e, h, True)
             except Exception:
                 error_log.exception("serving %s", e.fspath)
-                if not getattr(exchange, "head_sent", True):
+                if not exchange.head_sent:
                     error(exchange, 500)

@@ -284,9 +284,9 @@ class Session:
         self._ended = False
 
     # -- loop side -------------------------------------------------------------------
-    def make_connection(self, worker):
+    def make_connection(self, host):
         o = self.options
-        return WSConnection(worker, self, o.max_message_size, o.timeout, o.ping_interval,
+        return WSConnection(host, self, o.max_message_size, o.timeout, o.ping_interval,
                             self.deflate)
 
     def opened(self, conn):
@@ -518,11 +518,10 @@ class _Fail:
         self.reason = reason
 
 
-def switch(worker, exchange, session):
+def switch(host, exchange, session):
     """On the loop: send the 101 and hand the connection to WebSocket."""
-    sp = getattr(exchange, "switch_protocol", None)
-    conn = session.make_connection(worker)
-    if sp is None or not sp(session.headers, conn):
+    conn = session.make_connection(host)
+    if not exchange.switch_protocol(session.headers, conn):
         if not exchange.closed and not exchange.head_sent:
             exchange.respond(400, [("Content-Type", "text/plain"),
                                    ("Sec-WebSocket-Version", "13")],

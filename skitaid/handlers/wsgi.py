@@ -16,14 +16,16 @@ import sys
 import threading
 import time
 import traceback
+from typing import Any, Optional, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
-from ..context import adopt_txn_ids, current as _current
+from ..context import adopt_txn_ids, current as _current, push_on
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..version import __version__
 from . import websocket as ws_handler
 from .websocket import accepted_session, call_app
+from ..protocols.host import ConnectionHost, HostConfig
 from .errors import error_response
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
@@ -174,23 +176,53 @@ class _Response:
             self.loop.call_soon_threadsafe(self.exchange.respond, self.status, self.headers, b"")
 
 
+class AppPool(Protocol):
+    """The app threads."""
+
+    size: int
+
+    def submit(self, fn, *args) -> None: ...
+
+    def estimated_wait(self) -> float:
+        """Seconds a task submitted now would wait for a thread."""
+
+
+class AppSettings(HostConfig, Protocol):
+    debug: bool                 # tracebacks in 500 pages
+    estimated_timeout: float    # 503 when the pool's wait would be longer (0: off)
+    processes: int              # wsgi.multiprocess
+
+
+@runtime_checkable
+class WSGIHost(ConnectionHost, Protocol):
+    """What the WSGI handler uses of its worker: the loop it answers on
+    (`loop`), the app threads (`pool`; None: `threads = 0`, apps run on the
+    loop), the corequest engine's loop thread (handed to WebSocket views) and
+    its settings; being a ConnectionHost, it also hosts the WebSocket
+    connection a view switches to."""
+
+    config: AppSettings
+    pool: Optional[AppPool]
+    loop_thread: Any
+
+
 class WSGIHandler:
     """Runs one WSGI app mounted at `prefix`."""
 
-    def __init__(self, app, prefix, worker):
+    def __init__(self, app, prefix, host: WSGIHost):
         self.app = app
         self.script_name = "" if prefix == "/" else prefix
-        self.worker = worker
-        self.loop = worker.loop
-        self.loop_thread = worker.corequests.loop_thread
-        self.pool = worker.pool
-        self.debug = worker.config.debug
-        self.estimated_timeout = worker.config.estimated_timeout
+        self.host = host
+        self.loop = host.loop
+        self.loop_thread = host.loop_thread
+        self.pool = host.pool
+        self.debug = host.config.debug
+        self.estimated_timeout = host.config.estimated_timeout
         self.base_environ = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": self.pool is not None and self.pool.size > 1,
-            "wsgi.multiprocess": worker.config.processes > 1,
+            "wsgi.multiprocess": host.config.processes > 1,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": "skitaid/" + __version__,
@@ -253,8 +285,14 @@ class WSGIHandler:
         env["skitaid.request_trailers"] = req.trailers
         if req.scheme == "https":
             env["HTTPS"] = "on"
-        if req.version == "2":
-            exchange.wsgi_environ(env, self.loop)
+        if exchange.supports_push:
+            env["skitaid.push"] = lambda uri: push_on(exchange, uri)
+        if exchange.supports_trailers:
+            loop = self.loop
+
+            def set_trailers(headers):      # (called on the app's thread)
+                loop.call_soon_threadsafe(exchange.set_trailers, list(headers))
+            env["skitaid.set_trailers"] = set_trailers
         if req.client:
             env["REMOTE_ADDR"] = req.client[0]
             env["REMOTE_PORT"] = str(req.client[1])
@@ -296,7 +334,7 @@ class WSGIHandler:
         _close(result)
         resp.started = True
         exchange.t_handled = time.monotonic()
-        self._on_loop(ws_handler.switch, self.worker, exchange, session)
+        self._on_loop(ws_handler.switch, self.host, exchange, session)
         return _SWITCHED
 
     def _run_inline(self, exchange):

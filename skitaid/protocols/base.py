@@ -30,9 +30,22 @@ def input_waiting(transport):
         return False
 
 
-class Connection(asyncio.Protocol):
+class Tracked:
+    """What the worker asks of everything in `worker.connections` (HTTP
+    connections, WebSocket, tunnels, the forwarder) besides its attributes."""
+
+    __slots__ = ()
+
+    def in_flight(self):
+        """The exchanges handed to a handler and not finished (a stop that
+        cuts them logs each one); none for a tunnel or a WebSocket."""
+        return ()
+
+
+class Connection(Tracked, asyncio.Protocol):
     """A connection the worker keeps in `worker.connections` (each sets
-    `transport`, `closing`, `write_paused` and `_paused_since` itself)."""
+    `transport`, `closing`, `write_paused` and `_paused_since` itself).
+    `self.worker` is a ConnectionHost (protocols/host.py), not the Worker."""
 
     def pause_writing(self):
         self.write_paused = True
@@ -47,11 +60,6 @@ class Connection(asyncio.Protocol):
     def close_now(self):
         self.closing = True
         self.transport.abort()
-
-    def in_flight(self):
-        """The exchanges handed to a handler and not finished (a stop that
-        cuts them logs each one)."""
-        return ()
 
 
 class Batched(Connection):

@@ -9,15 +9,16 @@ import httptools
 from ..exchange import host_without_port
 from ..http_status import status_line
 from . import dates
-from .base import addresses, input_waiting
+from .base import Tracked, addresses, input_waiting
+from .host import ConnectionHost
 from .h1 import IDLE_GRACE, LINGER_BYTES, LINGER_SECONDS
 
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 LIMIT = 64 * 1024     # bytes of head we read before giving up on a client
 
 
-class ForwardConnection(asyncio.Protocol):
-    def __init__(self, worker, https_port=443, domain=""):
+class ForwardConnection(Tracked, asyncio.Protocol):
+    def __init__(self, worker: ConnectionHost, https_port=443, domain=""):
         self.worker = worker
         self.limits = worker.limits
         self.https_port = https_port

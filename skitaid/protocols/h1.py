@@ -6,7 +6,6 @@ response with Content-Length, chunked encoding, or close-delimited for
 HTTP/1.0. It knows nothing about apps: the router picks a handler, the
 handler answers through `H1Exchange`.
 """
-import asyncio
 import os
 import time
 from collections import deque
@@ -14,11 +13,13 @@ from collections import deque
 import httptools
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
-from ..exchange import Exchange, Request, host_without_port
+from ..exchange import Request, host_without_port
 from ..http.headers import bad_value, trailer_fields
 from ..http_status import status_code, status_line
 from . import dates, h2c
 from .base import Batched, addresses, input_waiting
+from .framing import FramedExchange, add_waiter, bodiless, wake
+from .host import ConnectionHost
 
 SERVER_HEADER = b"Server: skitaid\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -69,7 +70,7 @@ class _BodyReader:
             self.conn.on_header(name, value)     # the trailer section
 
 
-class H1Exchange(Exchange):
+class H1Exchange(FramedExchange):
     """One request/response on an HTTP/1.x connection."""
 
     __slots__ = ("conn", "request", "is_head", "closed", "status", "sent",
@@ -115,19 +116,11 @@ class H1Exchange(Exchange):
             if lname == "transfer-encoding" or lname == "keep-alive":
                 continue   # framing is ours to decide
             lines.append("%s: %s\r\n" % (name, value))
-        if code < 200 or code == 204 or code == 304:
-            # These never carry a body, whatever the handler writes: flag the
-            # exchange like HEAD so write()/sendfile() drop it and the next
-            # response on the connection is not corrupted.
-            self.is_head = True
-            if code == 304 and explicit_length is not None:
-                lines.append("Content-Length: %s\r\n" % explicit_length)
-        elif length is not None:
-            if self.is_head and explicit_length is not None:
-                length = explicit_length   # HEAD: the length a GET would have had
-            lines.append("Content-Length: %s\r\n" % length)
-        elif self.is_head and explicit_length is not None:
-            lines.append("Content-Length: %s\r\n" % explicit_length)
+        announced = self._announced_length(code, explicit_length, length)
+        if announced is not None:
+            lines.append("Content-Length: %s\r\n" % announced)
+        elif bodiless(code):
+            pass            # 1xx, 204, 304: no body and no framing
         elif self.version == "1.1":
             self.chunked = True
             lines.append("Transfer-Encoding: chunked\r\n")
@@ -208,17 +201,9 @@ class H1Exchange(Exchange):
                 self.conn.send(data)
                 self.conn.send(b"\r\n")
             return
-        rem = self.remaining
-        if rem is not None:
-            if len(data) > rem:
-                # beyond the declared Content-Length: a keep-alive client
-                # would read the excess as the start of the next response
-                data = data[:rem]
-                if not data:
-                    return
-            self.remaining = rem - len(data)
-        self.sent += len(data)
-        self.conn.send(data)
+        data = self._counted(data)
+        if data:
+            self.conn.send(data)
 
     def finish(self):
         if self.done:
@@ -241,6 +226,9 @@ class H1Exchange(Exchange):
         self.conn.exchange_done(self)
         self.conn.close_now()
 
+    def can_switch(self):
+        return True
+
     def switch_protocol(self, headers, protocol, status=101):
         """Answer 101 with `headers` and give the connection to `protocol`
         (see H1Connection.switch_protocol). Loop thread; False if it cannot."""
@@ -253,66 +241,33 @@ class H1Exchange(Exchange):
     async def drain(self):
         await self.conn.drain()
 
-    def sendfile(self, file, offset, count, done):
-        self.conn.loop.create_task(self._sendfile(file, offset, count, done))
+    def _sending(self):
+        # (is_closing: after an abort, connection_lost comes a little later;
+        # until then the socket's fd may be closed or even reused)
+        return not self.closed and not self.conn.transport.is_closing()
 
-    async def _sendfile(self, file, offset, count, done):
-        """Zero-copy os.sendfile while the transport's buffer is empty; when
-        the socket is full, one chunk goes through the transport instead and
-        we wait for it to drain (an asyncio transport owns the fd's polling)."""
+    def _zero_copy(self, in_fd, offset, count):
+        """os.sendfile while the transport's buffer is empty; when the socket
+        is full, a chunk goes through the transport instead and we wait for
+        it to drain (an asyncio transport owns the fd's polling)."""
         conn = self.conn
         conn.flush()
-        transport = conn.transport
         fd = conn.fd
-        in_fd = file.fileno()
-        ok = False
-        if self.is_head:
-            count = 0     # a 204/304 (see _head): no body
-        elif self.remaining is not None:
-            count = min(count, self.remaining)
+        if fd is None or self.chunked:
+            return None
+        if conn.transport.get_write_buffer_size():
+            return 0
         try:
-            # (is_closing: after an abort, connection_lost comes a little
-            # later; until then `fd` may be closed or even reused)
-            while count > 0 and not self.closed and not transport.is_closing():
-                n = 0
-                conn.flush()
-                if fd is not None and not self.chunked and transport.get_write_buffer_size() == 0:
-                    try:
-                        n = os.sendfile(fd, in_fd, offset, min(count, 4 * 1024 * 1024))
-                    except (BlockingIOError, InterruptedError):
-                        n = 0
-                    except OSError:
-                        fd = None     # not a plain socket (or gone): copy instead
-                    if n:
-                        self.sent += n
-                        if self.remaining is not None:
-                            self.remaining -= n
-                if not n:
-                    # socket full (the transport buffers it) or no sendfile
-                    chunk = os.pread(in_fd, min(count, 256 * 1024), offset)
-                    if not chunk:
-                        break         # the file shrank under us
-                    self.write(chunk)     # counts sent / remaining itself
-                    n = len(chunk)
-                offset += n
-                count -= n
-                if conn.write_paused:
-                    await conn.drain()
-                elif count > 0:
-                    # a client that keeps up would otherwise have the loop to
-                    # itself until the whole file is out
-                    await asyncio.sleep(0)
-            ok = count == 0
-        except Exception:
-            conn.worker.log_exception("sendfile")
-        finally:
-            try:
-                done(ok)
-            finally:
-                if ok:
-                    self.finish()
-                else:
-                    self.abort()
+            n = os.sendfile(fd, in_fd, offset, min(count, 4 * 1024 * 1024))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return None       # not a plain socket (or gone): copy instead
+        if n:
+            self.sent += n
+            if self.remaining is not None:
+                self.remaining -= n
+        return n
 
 
 class _ExpectExchange(H1Exchange):
@@ -335,7 +290,7 @@ class _ExpectExchange(H1Exchange):
 class H1Connection(Batched):
     """One client connection (HTTP/1.0 and 1.1)."""
 
-    def __init__(self, worker, scheme="http"):
+    def __init__(self, worker: ConnectionHost, scheme="http"):
         self.worker = worker
         self.loop = worker.loop
         self.limits = worker.limits
@@ -375,7 +330,7 @@ class H1Connection(Batched):
         self.client = None
         self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
-        self._h2c = scheme == "http" and getattr(worker.config, "http2", False)
+        self._h2c = scheme == "http" and worker.config.http2
         self._h2_sniff = b"" if self._h2c else None
         self._h2c_request = None
 
@@ -419,9 +374,7 @@ class H1Connection(Batched):
         waiters = self._drain_waiters
         if waiters:
             self._drain_waiters = None
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
+            wake(waiters)
 
     async def drain(self):
         self.flush()
@@ -432,10 +385,7 @@ class H1Connection(Batched):
         # producer outruns a slow reader without bound. connection_lost()
         # wakes every waiter.
         if self.write_paused and not self.transport.is_closing():
-            fut = self.loop.create_future()
-            if self._drain_waiters is None:
-                self._drain_waiters = []
-            self._drain_waiters.append(fut)
+            self._drain_waiters, fut = add_waiter(self.loop, self._drain_waiters)
             await fut
 
     def eof_received(self):
@@ -457,7 +407,7 @@ class H1Connection(Batched):
     def data_received(self, data):
         self.last_active = time.monotonic()
         if self._h2_sniff is not None:
-            data = h2c.sniff(self, data)
+            data = self._sniff_preface(data)
             if data is None:
                 return
         if self.state >= LINGER or self._stopped:
@@ -490,7 +440,8 @@ class H1Connection(Batched):
         except httptools.HttpParserUpgrade as e:
             rest = data[e.args[0]:]     # after the head: not HTTP/1.1
             if self._h2c_request is not None:
-                h2c.switch(self, rest)
+                req, self._h2c_request = self._h2c_request, None
+                h2c.switch_to_h2(self, upgraded=req, rest=rest)
             elif self._upgrade_body:
                 self._body_after_upgrade(rest)
             else:
@@ -642,8 +593,9 @@ class H1Connection(Batched):
         # connection's last
         upgrade = parser.should_upgrade()
         if upgrade:
-            if self._h2c and h2c.wants_upgrade(self, req):
-                return      # the connection becomes HTTP/2 after this head (h2c.switch)
+            if self._h2c and h2c.wants_upgrade(req, self.current is None and not self._queue):
+                self._h2c_request = req
+                return      # the connection becomes HTTP/2 after this head (_feed)
             if has_body and req.method != "CONNECT":
                 # No handler takes an upgrade that carries a body (WebSocket and
                 # the proxy's upgrades are bodiless GETs, h2c was just refused):
@@ -833,11 +785,25 @@ class H1Connection(Batched):
         ex.head_sent = ex.done = True
         self.current = None
         self.worker.exchange_finished(ex)
-        self._hand_off(protocol)
+        self.hand_off(protocol)
         protocol.takeover(self.transport, tail)
         return True
 
-    def _hand_off(self, protocol):
+    def _sniff_preface(self, data):
+        """The connection's first bytes: on the HTTP/2 preface, switch to
+        HTTP/2 (None: taken, or too few yet to tell); else what to parse."""
+        data = self._h2_sniff + data
+        seen = h2c.preface(data)
+        if seen is None:
+            self._h2_sniff = data        # a prefix of the preface: wait for more
+            return None
+        self._h2_sniff = None
+        if seen:
+            h2c.switch_to_h2(self, preface_bytes=data)
+            return None
+        return data
+
+    def hand_off(self, protocol):
         """Give the transport to `protocol` (WebSocket, a tunnel, HTTP/2):
         what is queued goes out first, in order, and this object is done."""
         self.flush()

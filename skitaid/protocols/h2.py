@@ -28,8 +28,6 @@ with the highest possible stream id and a PING, then, once the PING comes
 back (or after DRAIN_TIMEOUT), one with the last stream really taken. Every
 stream the client opened before it read the first is served.
 """
-import asyncio
-import os
 import re
 import time
 from collections import deque
@@ -45,19 +43,18 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
-from ..exchange import Exchange, Request
-from ..handlers.errors import error_response
+from ..exchange import Request
 from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
-from ..http_status import status_code
-from ..context import push_on
+from ..http_status import plain_error, status_code
 from . import dates
 from .base import Connection, addresses
+from .framing import FramedExchange, add_waiter, wake
+from .host import ConnectionHost
 
 MAX_STREAMS = 100                   # concurrent streams a client may open
 STREAM_WINDOW = 512 * 1024          # per-stream receive window we advertise
 CONN_WINDOW = 16 * 1024 * 1024      # connection receive window
 OUT_HIGH_WATER = 256 * 1024         # per-stream queued output before producers wait
-READ_CHUNK = 256 * 1024             # sendfile over h2: bytes read per step
 DRAIN_TIMEOUT = 1.0                 # graceful close: longest wait for the PING's answer
 LINGER = 2.0                        # after the last GOAWAY: read (and drop) this long at most
 MAX_STREAM_ID = 2 ** 31 - 1
@@ -159,13 +156,16 @@ class Budget:
         return True
 
 
-class H2Exchange(Exchange):
+class H2Exchange(FramedExchange):
     """One stream: a request and its response (loop thread only)."""
 
     __slots__ = ("conn", "sid", "request", "is_head", "closed", "status", "sent", "head_sent",
                  "done", "t_start", "t_handled", "out", "out_len", "ending", "trailers",
                  "remaining", "waiters", "in_paused", "in_unacked", "remote_done", "pushed",
                  "authority", "last_in")
+
+    supports_push = True
+    supports_trailers = True
 
     def __init__(self, conn, sid, request, authority, pushed=False):
         self.conn = conn
@@ -206,14 +206,9 @@ class H2Exchange(Exchange):
                 explicit = _field(lname, value)
                 continue
             out.append(_field(lname, value))
-        if code < 200 or code == 204 or code == 304:
-            self.is_head = True     # never a body (write() drops it)
-            if code == 304 and explicit is not None:
-                out.append(explicit)
-        elif self.is_head and explicit is not None:
-            out.append(explicit)
-        elif length is not None:
-            out.append(("content-length", str(length)))
+        announced = self._announced_length(code, explicit, length)
+        if announced is not None:
+            out.append(announced if announced is explicit else ("content-length", str(announced)))
         self.head_sent = True
         return out
 
@@ -222,7 +217,7 @@ class H2Exchange(Exchange):
                                        % (self.request.method, self.request.target))
         self.head_sent = False
         self.is_head = self.request.method == "HEAD"
-        self.respond(*error_response(500))
+        self.respond(*plain_error(500))
         self.closed = True
 
     def respond(self, status, headers, body=b""):
@@ -262,14 +257,9 @@ class H2Exchange(Exchange):
     def write(self, data):
         if self.closed or self.is_head or not data or self.ending:
             return
-        rem = self.remaining
-        if rem is not None:
-            if len(data) > rem:
-                data = data[:rem]
-                if not data:
-                    return
-            self.remaining = rem - len(data)
-        self.sent += len(data)
+        data = self._counted(data)
+        if not data:
+            return
         self.out.append(data)
         self.out_len += len(data)
         self.conn.pump(self)
@@ -308,53 +298,14 @@ class H2Exchange(Exchange):
     async def drain(self):
         self.conn.flush()
         while self.writing_paused():
-            fut = self.conn.loop.create_future()
-            if self.waiters is None:
-                self.waiters = []
-            self.waiters.append(fut)
+            self.waiters, fut = add_waiter(self.conn.loop, self.waiters)
             await fut
 
     def wake(self):
         waiters = self.waiters
         if waiters and not self.writing_paused():
             self.waiters = None
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-    def sendfile(self, file, offset, count, done):
-        self.conn.loop.create_task(self._sendfile(file, offset, count, done))
-
-    async def _sendfile(self, file, offset, count, done):
-        ok = False
-        fd = file.fileno()
-        if self.is_head:
-            count = 0
-        elif self.remaining is not None:
-            count = min(count, self.remaining)
-        try:
-            while count > 0 and not self.closed:
-                if self.writing_paused():
-                    await self.drain()
-                    continue
-                chunk = os.pread(fd, min(count, READ_CHUNK), offset)
-                if not chunk:
-                    break
-                self.write(chunk)
-                offset += len(chunk)
-                count -= len(chunk)
-                await asyncio.sleep(0)
-            ok = count == 0 and not self.closed
-        except Exception:
-            self.conn.worker.log_exception("sending a file over HTTP/2")
-        finally:
-            try:
-                done(ok)
-            finally:
-                if ok:
-                    self.finish()
-                elif not self.closed:
-                    self.abort()
+            wake(waiters)
 
     # -- request body flow (RequestBody calls these) ---------------------------
     def body_paused(self):
@@ -376,20 +327,11 @@ class H2Exchange(Exchange):
     def push(self, path):
         return self.conn.push(self, path)
 
-    def wsgi_environ(self, env, loop):
-        """HTTP/2-only environ entries (skitaid.push() works everywhere)."""
-        env["skitaid.request_trailers"] = self.request.trailers
-        env["skitaid.push"] = lambda uri: push_on(self, uri)
-
-        def set_trailers(headers):
-            loop.call_soon_threadsafe(self.set_trailers, list(headers))
-        env["skitaid.set_trailers"] = set_trailers
-
 
 class H2Connection(Connection):
     """One HTTP/2 connection (TLS with ALPN h2, or cleartext h2c)."""
 
-    def __init__(self, worker, scheme="http"):
+    def __init__(self, worker: ConnectionHost, scheme="http"):
         self.worker = worker
         self.loop = worker.loop
         self.limits = worker.limits
@@ -664,7 +606,7 @@ class H2Connection(Connection):
                 bad = 413
         if bad is not None:
             self.worker.count_rejected(bad, "bad HTTP/2 request", self.client)
-            ex.respond(*error_response(bad))
+            ex.respond(*plain_error(bad))
             return
         self.worker.dispatch(ex)
 
@@ -697,7 +639,7 @@ class H2Connection(Connection):
             return self._bad_length(ex, now)      # (`h2` normally sees it first)
         if body.received + len(ev.data) > self.limits.max_upload_size:
             if not ex.head_sent:
-                ex.respond(*error_response(413))
+                ex.respond(*plain_error(413))
             self.reset(ex, CANCEL)
             return
         body.feed(ev.data)

@@ -11,6 +11,7 @@ import asyncio
 # (the context builders are still importable from here)
 from ..tlsctx import CIPHERS, config_context, server_context, sni_names  # noqa: F401
 from .h1 import H1Connection
+from .host import ConnectionHost
 from .h2 import H2Connection
 
 
@@ -20,7 +21,7 @@ class TLSSelector(asyncio.Protocol):
 
     __slots__ = ("worker", "__weakref__")
 
-    def __init__(self, worker):
+    def __init__(self, worker: ConnectionHost):
         # made when the connection is accepted, before the handshake: the
         # worker's graceful stop waits for handshakes still in progress
         self.worker = worker

@@ -18,6 +18,9 @@ graceful stop closes it as soon as it has been quiet for `QUIET` seconds
 import asyncio
 import time
 
+from .base import Tracked
+from .host import ConnectionHost
+
 QUIET = 1.0     # graceful stop: a tunnel this long without traffic counts as idle
 
 
@@ -90,12 +93,12 @@ class _End(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-class Tunnel:
+class Tunnel(Tracked):
     """`backend` first (its transport attached or being connected), then the
     client's transport through `client.takeover()` (the H1 switch_protocol
     hand-over), which joins the two and starts the flow."""
 
-    def __init__(self, worker, timeout):
+    def __init__(self, worker: ConnectionHost, timeout):
         self.worker = worker
         self.timeout = timeout
         self.client = _End(self)

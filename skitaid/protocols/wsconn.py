@@ -17,6 +17,7 @@ import time
 
 from . import websocket as wsp
 from .base import Batched, addresses
+from .host import ConnectionHost
 
 OPEN, CLOSING, CLOSED = range(3)
 
@@ -28,7 +29,7 @@ FAIL_GRACE = 2.0                # seconds the app gets to answer messages sent b
 
 class WSConnection(Batched):
 
-    def __init__(self, worker, session, max_message_size, idle_timeout, ping_interval,
+    def __init__(self, worker: ConnectionHost, session, max_message_size, idle_timeout, ping_interval,
                  deflate=None):
         self.worker = worker
         self.loop = worker.loop

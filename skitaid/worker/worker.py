@@ -39,6 +39,10 @@ def new_event_loop():
 
 
 class Worker:
+    """One serving process. It is the ConnectionHost of its connections
+    (protocols/host.py) and the WSGIHost of its WSGI handlers
+    (handlers/wsgi.py): those contracts list what they may use of it."""
+
     def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None,
                  forward_sockets=(), tls_context=None, link=None):
         self.config = config
@@ -71,6 +75,11 @@ class Worker:
         self._stopping = False
         self._flush_queue = []
         self._fds_reported = -FD_REPORT_INTERVAL
+
+    @property
+    def loop_thread(self):
+        """The corequest engine's loop thread (WSGIHost)."""
+        return self.corequests.loop_thread
 
     # -- life cycle -------------------------------------------------------------
     def run(self):
@@ -214,8 +223,7 @@ class Worker:
                else "by an immediate stop")
         others = 0
         for conn in list(self.connections):
-            in_flight = getattr(conn, "in_flight", None)     # tunnels have no exchanges
-            running = in_flight() if in_flight is not None else ()
+            running = conn.in_flight()
             for ex in running:
                 req = ex.request
                 error_log.warning("request cut %s: %s %s from %s, running for %.1f s", why,

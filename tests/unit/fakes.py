@@ -2,9 +2,10 @@
 
 `FakeHost` stands in for the worker: it offers exactly the members the
 connections (protocols/h1.py, h2.py, wsconn.py, base.py) use of it today, and
-nothing else, so that it can be checked against an explicit host contract
-once there is one. `FakeTransport` records what a connection writes and what
-it does to its transport (pause/resume, write_eof, close, abort).
+nothing else: it satisfies `ConnectionHost` (protocols/host.py), which
+tests/unit/test_host_contract.py checks. `FakeTransport` records what a
+connection writes and what it does to its transport (pause/resume,
+write_eof, close, abort).
 
 The loop is a real asyncio loop (a new one per test): connections schedule
 flushes and drain waiters on it. `host.step()` runs it for a few iterations;
@@ -33,6 +34,7 @@ class FakeHost:
         self.limits = dataclasses.replace(Limits(), **limits)
         self.config = FakeConfig(http2)
         self.connections = set()
+        self.handshaking = set()    # (TLS only; the fake serves no TLS)
         # handler(exchange) answers each dispatched exchange; None leaves
         # them to the test (they collect in `dispatched`)
         self.handler = handler
