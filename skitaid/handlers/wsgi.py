@@ -339,24 +339,43 @@ class WSGIHandler:
 
     def _run_inline(self, exchange):
         """threads = 0: the app runs on the loop; the body is complete."""
+        self._run(exchange, True)
+
+    def _run_threaded(self, exchange):
+        self._run(exchange, False)
+
+    def _run(self, exchange, inline):
+        """Call the app (on the loop when `inline`, else on this app thread)
+        and send what it returns: a list at once, a file by sendfile, any
+        other iterable chunk by chunk (a task on the loop, or here)."""
         if exchange.closed:
             return
-        resp = _InlineResponse(exchange, self.loop)
+        resp = (_InlineResponse if inline else _Response)(exchange, self.loop)
         result = None
+        # push() and the transaction IDs of the app's corequests find the request here
         _current.exchange = exchange
         try:
             result = self._call(exchange, resp)
             if result is _SWITCHED:
                 result = None
             elif type(result) is list and not resp.started:
-                self._respond_list(exchange, resp, result, exchange.respond)
+                self._respond_list(exchange, resp, result, inline)
             elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
                 owned, result = result, None      # sendfile: the file never passes through Python
                 self._send_file(exchange, resp, owned)
-            else:
+            elif inline:
                 it = iter(result)
                 owned, result = result, None
                 self.loop.create_task(self._pump(exchange, resp, it, owned))
+            else:
+                for chunk in result:
+                    if chunk:
+                        resp.write(chunk)
+                    elif exchange.closed:
+                        break
+                resp.finish()
+        except ClientDisconnected:
+            pass
         except Exception:
             self._app_error(exchange, resp)
         finally:
@@ -390,40 +409,7 @@ class WSGIHandler:
             _close(result)
 
     # -- thread side ------------------------------------------------------------------
-    def _run_threaded(self, exchange):
-        if exchange.closed:
-            return
-        resp = _Response(exchange, self.loop)
-        result = None
-        # push() and the transaction IDs of the app's corequests find the request here
-        _current.exchange = exchange
-        try:
-            result = self._call(exchange, resp)
-            if result is _SWITCHED:
-                result = None
-            elif type(result) is list and not resp.started:
-                self._respond_list(exchange, resp, result,
-                                   lambda *a: self.loop.call_soon_threadsafe(exchange.respond, *a))
-            elif isinstance(result, FileWrapper) and not resp.started and result.file_span():
-                owned, result = result, None
-                self._send_file(exchange, resp, owned)
-            else:
-                for chunk in result:
-                    if chunk:
-                        resp.write(chunk)
-                    elif exchange.closed:
-                        break
-                resp.finish()
-        except ClientDisconnected:
-            pass
-        except Exception:
-            self._app_error(exchange, resp)
-        finally:
-            _current.exchange = None
-            if result is not None:
-                _close(result)
-
-    def _respond_list(self, exchange, resp, result, respond):
+    def _respond_list(self, exchange, resp, result, inline):
         if resp.status is None:
             raise AssertionError("the app returned without calling start_response()")
         if len(result) == 1:
@@ -433,7 +419,10 @@ class WSGIHandler:
         if type(body) is not bytes:
             raise TypeError("response body items must be bytes, got %s" % type(body).__name__)
         resp.started = True
-        respond(resp.status, resp.headers, body)
+        if inline:
+            exchange.respond(resp.status, resp.headers, body)
+        else:
+            self.loop.call_soon_threadsafe(exchange.respond, resp.status, resp.headers, body)
 
     def _send_file(self, exchange, resp, wrapper):
         """A wsgi.file_wrapper around a real file: zero-copy from the loop."""

@@ -46,6 +46,21 @@ class FramedExchange(Exchange):
 
     __slots__ = ()
 
+    def start(self, status, headers, content_length=None):
+        """Send the head; a body of `content_length` bytes (None: framed by
+        the protocol) follows through write()/sendfile() and finish()."""
+        if self.closed or self.head_sent:
+            return
+        if content_length is not None and content_length < 0:
+            content_length = None
+        try:
+            head = self._head(status, headers, content_length)
+        except ValueError:
+            return self._bad_head()
+        if content_length is not None and not self.is_head:
+            self.remaining = content_length
+        self._send_head(head)
+
     def _announced_length(self, code, explicit, length):
         """The Content-Length the head announces: None when it announces none
         (the protocol then frames the body its own way). `explicit` is the

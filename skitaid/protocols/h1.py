@@ -157,17 +157,7 @@ class H1Exchange(FramedExchange):
         self.done = True       # finish(), inlined: never chunked, length exact
         self.conn.exchange_done(self)
 
-    def start(self, status, headers, content_length=None):
-        if self.closed or self.head_sent:
-            return
-        if content_length is not None and content_length < 0:
-            content_length = None
-        try:
-            head = self._head(status, headers, content_length)
-        except ValueError:
-            return self._bad_head()
-        if content_length is not None and not self.is_head:
-            self.remaining = content_length
+    def _send_head(self, head):
         self.conn.send(head)
 
     def _bad_head(self):
