@@ -46,6 +46,20 @@ class FramedExchange(Exchange):
 
     __slots__ = ()
 
+    def _begin(self, conn, request):
+        """The state every exchange starts with (called by the subclasses' __init__)."""
+        self.conn = conn
+        self.request = request
+        self.is_head = request.method == "HEAD"
+        self.closed = False
+        self.status = 0
+        self.sent = 0
+        self.head_sent = False
+        self.done = False
+        self.t_start = request.started
+        self.t_handled = 0.0
+        self.remaining = None    # body bytes still owed under a start() Content-Length
+
     def start(self, status, headers, content_length=None):
         """Send the head; a body of `content_length` bytes (None: framed by
         the protocol) follows through write()/sendfile() and finish()."""

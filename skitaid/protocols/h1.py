@@ -78,20 +78,10 @@ class H1Exchange(FramedExchange):
                  "t_handled", "version", "remaining")
 
     def __init__(self, conn, request, keep_alive, version):
-        self.conn = conn
-        self.request = request
-        self.is_head = request.method == "HEAD"
-        self.closed = False
-        self.status = 0
-        self.sent = 0
-        self.head_sent = False
+        self._begin(conn, request)
         self.chunked = False
         self.keep_alive = keep_alive
-        self.done = False
-        self.t_start = request.started
-        self.t_handled = 0.0
         self.version = version   # "1.1" | "1.0": how we answer
-        self.remaining = None    # body bytes still owed under a start() Content-Length
 
     # -- framing ------------------------------------------------------------
     def _head(self, status, headers, length):

@@ -168,22 +168,12 @@ class H2Exchange(FramedExchange):
     supports_trailers = True
 
     def __init__(self, conn, sid, request, authority, pushed=False):
-        self.conn = conn
+        self._begin(conn, request)
         self.sid = sid
-        self.request = request
-        self.is_head = request.method == "HEAD"
-        self.closed = False
-        self.status = 0
-        self.sent = 0
-        self.head_sent = False
-        self.done = False
-        self.t_start = request.started
-        self.t_handled = 0.0
         self.out = deque()
         self.out_len = 0
         self.ending = False
         self.trailers = None
-        self.remaining = None
         self.waiters = None
         self.in_paused = False
         self.in_unacked = 0
