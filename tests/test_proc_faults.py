@@ -6,6 +6,7 @@ workers as `nobody` with the default log files, a reload whose import hangs
 or fails, a CPU-runaway worker, a kill -9 loop on the workers, and a Django
 project mounted from its own layout.
 """
+import json
 import os
 import shutil
 import signal
@@ -153,6 +154,12 @@ def test_start_names_orphaned_workers_that_still_hold_the_port(site):
         os.kill(worker, signal.SIGSTOP)
         os.kill(pid, signal.SIGKILL)
         assert wait_for(lambda: not alive(pid))
+        status = site.cli("status")
+        assert status.returncode == 3
+        assert "orphaned skitaid worker(s) still running, their master gone: pid %d " \
+            "(skitaid: web worker #0)" % worker in status.stdout, status.stdout
+        stray = json.loads(site.cli("status", "--json").stdout)["orphans"]
+        assert {"pid": worker, "title": "skitaid: web worker #0"} in stray
         result = site.cli("start")
         assert result.returncode == 1
         assert "cannot listen on http://127.0.0.1:%d: Address already in use" % port in result.stderr

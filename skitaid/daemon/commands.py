@@ -12,7 +12,7 @@ import time
 
 from ..config.model import ServerConfig
 from ..logs import error_log, redirect_stdio, setup_error_log
-from . import control
+from . import control, orphans
 from .pidfile import check_pid, read_pid
 from .unit import stop_timeout
 
@@ -291,10 +291,14 @@ def status(config, as_json=False):
             print("skitaid is running (pid %d) but its control socket does not answer (%s)"
                   % (pid, e))
             return 0
+        stray = orphans.orphaned_workers()
         if as_json:
-            print(json.dumps({"running": False}))
+            print(json.dumps({"running": False,
+                              "orphans": [{"pid": pid, "title": t} for pid, t in stray]}))
         else:
             print("skitaid is not running%s" % _stale_note(config))
+            if stray:
+                print(orphans.describe_orphans(stray))
         return EXIT_NOT_RUNNING
     if as_json:
         reply["running"] = True

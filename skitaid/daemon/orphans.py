@@ -52,6 +52,34 @@ def worker_holders(address, port, unix_path=""):
     return found
 
 
+def orphaned_workers():
+    """[(pid, title)] of skitaid worker processes whose master is gone, on the
+    whole machine (for `status` when no master answers)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            title = " ".join(proc.cmdline()).strip()
+        except psutil.Error:
+            continue
+        if _is_worker(title) and not _master_of(proc):
+            found.append((proc.pid, title))
+    return found
+
+
+def describe_orphans(found):
+    """The operator's line about `orphaned_workers()`; "" for none."""
+    if not found:
+        return ""
+    return ("orphaned skitaid worker(s) still running, their master gone: %s; they stop by "
+            "themselves within seconds unless stopped or hung (then: kill %s)"
+            % (", ".join("pid %d (%s)" % o for o in found),
+               " ".join(str(pid) for pid, _ in found)))
+
+
 def _master_of(proc):
     """The pid of the live skitaid master that forked `proc`, or 0."""
     try:
