@@ -288,6 +288,11 @@ def build_config(**options):
     global_kw.setdefault("log_path", os.path.join(base, "log"))
     global_kw.setdefault("var_path", base)
     global_kw.setdefault("pidfile", os.path.join(global_kw["run_path"], "skitaid.pid"))
+    for a in _aliases.values():
+        if a.role.strip():
+            from .config.build import ROLE_NEEDS_GATEWAY
+            raise RuntimeError("skitaid.alias('@%s', role=%r): role needs %s"
+                               % (a.name, a.role, ROLE_NEEDS_GATEWAY))
     if not _mounts:
         raise RuntimeError("nothing mounted: call skitaid.mount() before skitaid.run()")
     groups = {}

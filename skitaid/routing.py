@@ -121,13 +121,14 @@ def preload_handlers(config):
     if STATIC in kinds:
         from .handlers import static  # noqa: F401
     if ALIAS in kinds or config.enable_proxy:
-        from .handlers import proxy  # noqa: F401
+        from .handlers import gateway, proxy  # noqa: F401
         from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
 
 
 def build_router(config, worker):
     """Instantiate handlers for every route of `config` (imports the apps)."""
     max_age_for = max_age_lookup(config)
+    aliases = {a.name: a for a in config.aliases}
     apps = {}
     groups = []
     for group in config.hosts:
@@ -147,6 +148,10 @@ def build_router(config, worker):
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
                 m.app = ProxyHandler(route.target, route.prefix, worker)
+                alias = aliases.get(route.target[1:].split("/", 1)[0])
+                if alias is not None and (alias.allow or alias.role):
+                    from .handlers.gateway import Guard
+                    m.app = Guard(m.app, alias)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)

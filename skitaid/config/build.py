@@ -317,6 +317,23 @@ def _alias(ctx, sec) -> Optional[Alias]:
                  source="%s [%s]" % (ctx.file, sec.name), **pool)
 
 
+ROLE_NEEDS_GATEWAY = ("the gateway enabled to enforce it (a [gateway] section with "
+                      "enabled = yes, or skitaid.enable_gateway()); without it the mount "
+                      "would be open to everyone")
+
+
+def _roles_need_gateway(ctx, sections, aliases, gateway_on):
+    """`role =` is never stored and ignored: without the gateway it is an error."""
+    if gateway_on:
+        return
+    for sec in sections:
+        if sec.kind != ALIAS_SECTION or sec.name[1:] not in aliases:
+            continue
+        for key, value in sec.entries:
+            if key.strip().lower() == "role" and value and value.strip():
+                ctx.problem(sec.name, key.strip(), value, ROLE_NEEDS_GATEWAY)
+
+
 # ---------------------------------------------------------------- [routes:line]
 
 _HOST_NAME = re.compile(r"\*|default|\.?[a-z0-9_*]([a-z0-9_-]*)(\.[a-z0-9_-]+)*\.?(:\d+)?")
@@ -456,6 +473,8 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
             alias = _alias(ctx, sec)
             if alias is not None:
                 aliases[alias.name] = alias
+
+    _roles_need_gateway(ctx, sections, aliases, gateway_on=False)
 
     groups = []
     certs = []
