@@ -129,6 +129,10 @@ def build_router(config, worker):
     """Instantiate handlers for every route of `config` (imports the apps)."""
     max_age_for = max_age_lookup(config)
     aliases = {a.name: a for a in config.aliases}
+    verifier = None
+    if config.gateway.enabled:
+        from .tokens import Verifier
+        verifier = Verifier(config.gateway)
     apps = {}
     groups = []
     for group in config.hosts:
@@ -144,6 +148,7 @@ def build_router(config, worker):
                 key = (id(route.target) if callable(route.target) else route.target, route.prefix)
                 if key not in apps:
                     apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
+                    apps[key].verifier = verifier     # the identity of requests with a token
                 m.app = apps[key]
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
@@ -151,7 +156,7 @@ def build_router(config, worker):
                 alias = aliases.get(route.target[1:].split("/", 1)[0])
                 if alias is not None and (alias.allow or alias.role):
                     from .handlers.gateway import Guard
-                    m.app = Guard(m.app, alias)
+                    m.app = Guard(m.app, alias, verifier, config.gateway.realm)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)
