@@ -23,10 +23,12 @@ _log_off = []
 _host_certs = {}      # host names → HostCert, from enable_ssl(host=...)
 _settings = {}
 _gateway = None       # GatewayConfig from enable_gateway()
+_auth_handler = None  # from set_auth_handler()
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
-                                                          "host_certs", "gateway"}
+                                                          "host_certs", "gateway",
+                                                          "auth_handler"}
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
@@ -211,6 +213,24 @@ def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_fil
     _gateway = gateway
 
 
+def set_auth_handler(fn):
+    """Decide who may reach the role= mounts of a gateway-enabled server:
+
+        def auth(request, claims):          # claims: the verified token's
+            user = lookup(claims["sub"])
+            return (user.name, user.roles) if user.active else None
+        skitaid.set_auth_handler(auth)
+
+    It is called in the thread pool once the token verified, instead of
+    reading the token's roles claim: `(user, roles)` allows when one of the
+    roles is the alias's, None denies (403); an exception is a 500 with its
+    traceback in the error log."""
+    global _auth_handler
+    if fn is not None and not callable(fn):
+        raise TypeError("skitaid.set_auth_handler: a function (request, claims), got %r" % (fn,))
+    _auth_handler = fn
+
+
 def set_max_age(prefix, seconds):
     """Cache-Control max-age for static files under `prefix`."""
     _max_ages.append((_normalise_prefix(prefix), int(seconds)))
@@ -344,7 +364,7 @@ def build_config(**options):
     server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
                           host_certs=tuple(_host_certs.values()),
                           aliases=tuple(_aliases.values()),
-                          gateway=_gateway or GatewayConfig(),
+                          gateway=_gateway or GatewayConfig(), auth_handler=_auth_handler,
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
     return Config(GlobalConfig(**global_kw), (server,))

@@ -156,7 +156,8 @@ def build_router(config, worker):
                 alias = aliases.get(route.target[1:].split("/", 1)[0])
                 if alias is not None and (alias.allow or alias.role):
                     from .handlers.gateway import Guard
-                    m.app = Guard(m.app, alias, verifier, config.gateway.realm)
+                    m.app = Guard(m.app, alias, verifier, config.gateway.realm,
+                                  config.auth_handler, worker)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)

@@ -460,3 +460,85 @@ def test_enable_gateway_refuses_what_the_section_refuses(tmp_path):
     assert "secret" in lines[0] and "32 bytes" in lines[0] and "short" not in lines[0]
     assert "algorithms" in lines[1] and "'none'" in lines[1]
     assert "public_key_file" in lines[2] and "readable file" in lines[2]
+
+
+# ---------------------------------------------------------------- the auth handler
+
+HOOK_PROXY = r'''
+import os, threading
+import skitaid
+def auth(request, claims):
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("the auth handler ran on the event loop")
+    user = claims["sub"]
+    if user == "carol":
+        raise RuntimeError("directory-is-down")
+    if user == "bob":
+        return None
+    return user, ("admin" if user == "alice" else "guest")
+skitaid.enable_gateway(True, os.environ["SECRET"], issuer="https://idp.test", audience="api")
+skitaid.set_auth_handler(auth)
+skitaid.alias("@members", "http", [os.environ["MEMBER"]], role="admin")
+skitaid.mount("/members", "@members")
+skitaid.run(port=int(os.environ["PORT"]), threads=2, backend_timeout=5, request_log=False)
+'''
+
+
+def test_auth_handler_allows_denies_and_raises_in_the_thread_pool(tmp_path):
+    script = tmp_path / "proxy.py"
+    script.write_text(HOOK_PROXY)
+    with RecordingBackend() as backend:
+        with ServerProc([sys.executable, str(script)], str(tmp_path),
+                        env={"MEMBER": backend.member, "SECRET": SECRET}) as proxy:
+            # the hook decides, not the token's roles claim
+            assert request(proxy.port, "/members/a", bearer(hs256(roles=[]))).status == 200
+            assert wait_for(lambda: backend.count() == 1)
+            assert request(proxy.port, "/members/a", bearer(hs256(sub="bob"))).status == 403
+            assert request(proxy.port, "/members/a", bearer(hs256(sub="dave"))).status == 403
+            r = request(proxy.port, "/members/a", bearer(hs256(sub="carol")))
+            assert r.status == 500 and b"directory-is-down" not in r.body
+            assert proxy.wait_log("RuntimeError: directory-is-down")
+            assert "Traceback (most recent call last)" in proxy.log
+            # a bad token never reaches the hook
+            assert request(proxy.port, "/members/a", bearer(hs256(aud="x"))).status == 401
+            assert quiet(backend, 1)
+
+
+# ---------------------------------------------------------------- a JWKS file
+
+def test_jwks_file_picks_the_key_by_kid(tmp_path, rsa_key):
+    from jwt.algorithms import RSAAlgorithm
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys = []
+    for kid, key in (("one", rsa_key), ("two", other)):
+        jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+        jwk.update(kid=kid, alg="RS256", use="sig")
+        keys.append(jwk)
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": keys}))
+    script = tmp_path / "proxy.py"
+    script.write_text(r'''
+import os
+import skitaid
+skitaid.enable_gateway(True, jwks_file="jwks.json", algorithms="RS256", audience="api")
+skitaid.alias("@members", "http", [os.environ["MEMBER"]], role="admin")
+skitaid.mount("/members", "@members")
+skitaid.run(port=int(os.environ["PORT"]), threads=2, backend_timeout=5, request_log=False)
+''')
+    with RecordingBackend() as backend:
+        with ServerProc([sys.executable, str(script)], str(tmp_path),
+                        env={"MEMBER": backend.member}) as proxy:
+            def token(key, kid):
+                return jwt.encode(claims(), key, algorithm="RS256", headers={"kid": kid})
+            assert request(proxy.port, "/members/a", bearer(token(other, "two"))).status == 200
+            assert request(proxy.port, "/members/a", bearer(token(rsa_key, "one"))).status == 200
+            assert wait_for(lambda: backend.count() == 2)
+            for bad in (token(rsa_key, "two"), token(rsa_key, "three"),
+                        jwt.encode(claims(), rsa_key, algorithm="RS256")):
+                assert request(proxy.port, "/members/a", bearer(bad)).status == 401
+            assert quiet(backend, 2)
+    # a symmetric key in a JWKS is refused: it would be an HMAC secret
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}))
+    done = subprocess.run([sys.executable, "-c", "import skitaid; skitaid.enable_gateway("
+                           "True, jwks_file='jwks.json')"], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode != 0 and "oct" in done.stderr

@@ -145,6 +145,8 @@ class ServerConfig:
     working_dir: str = ""                  # workers chdir here before importing apps (--chdir)
     aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
+    auth_handler: Any = None
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""

@@ -11,10 +11,17 @@ No token, or one that does not verify: 401 with `WWW-Authenticate: Bearer`
 (RFC 6750 3: a request without a token gets the realm only, a bad token
 error="invalid_token" and a short description); a valid token without a
 matching role, or a client outside `source`: 403.
+
+An auth handler (skitaid.set_auth_handler) decides instead of the token's
+roles claim, once the token verified: it runs in the thread pool, since it
+may look things up; `(user, roles)` allows when a role matches, None is a
+403, and an exception a 500 with its traceback in the error log.
 """
 import ipaddress
+import traceback
 
 from ..config.values import split_words
+from ..logs import error_log
 from ..tokens import Invalid
 from .errors import error_response
 
@@ -54,8 +61,11 @@ def unauthorized(exchange, realm, description):
 class Guard:
     """Wraps the handler of an alias mount with that alias's rules."""
 
-    def __init__(self, inner, alias, verifier=None, realm="skitaid"):
+    def __init__(self, inner, alias, verifier=None, realm="skitaid", hook=None, worker=None):
         self.inner = inner
+        self.hook = hook
+        self.pool = worker.pool if worker is not None else None
+        self.loop = worker.loop if worker is not None else None
         self.alias = alias.name
         self.networks = parse_networks(alias.allow)
         self.roles = frozenset(split_words(alias.role))
@@ -76,7 +86,41 @@ class Guard:
             except Invalid as e:
                 unauthorized(exchange, self.realm, e.description)
                 return
+            if self.hook is not None:
+                if self.pool is None:           # threads = 0: app code runs on the loop
+                    self._ask(exchange, resolved, claims, inline=True)
+                else:
+                    self.pool.submit(self._ask, exchange, resolved, claims)
+                return
             if self.roles.isdisjoint(self.verifier.roles(claims)):
                 exchange.respond(*error_response(403))
                 return
+        self.inner.handle(exchange, resolved)
+
+    def _ask(self, exchange, resolved, claims, inline=False):
+        """The auth handler's answer (on an app thread), taken back to the loop."""
+        request = exchange.request
+        try:
+            answer = self.hook(request, claims)
+            roles = None
+            if answer is not None:
+                user, roles = answer
+                roles = frozenset(roles.split() if isinstance(roles, str) else roles)
+        except Exception:
+            error_log.error("error in the auth handler for %s %s\n%s", request.method,
+                            request.target, traceback.format_exc())
+            decision = 500
+        else:
+            decision = 200 if roles is not None and not self.roles.isdisjoint(roles) else 403
+        if inline:
+            self._decided(exchange, resolved, decision)
+        else:
+            self.loop.call_soon_threadsafe(self._decided, exchange, resolved, decision)
+
+    def _decided(self, exchange, resolved, decision):
+        if exchange.closed:
+            return
+        if decision != 200:
+            exchange.respond(*error_response(decision))
+            return
         self.inner.handle(exchange, resolved)
