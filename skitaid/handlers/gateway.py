@@ -3,8 +3,8 @@
 `source =` (client networks) applies to every mount of the alias; `role =`
 needs a verified bearer token (the gateway, skitaid/tokens.py) whose roles
 include one of the alias's. Refusals are answered here, on the loop — a
-token is checked in microseconds (HS256) to some tens of them (RS256), less
-than a thread hop would cost — and the wrapped handler never sees the
+token is checked in about 25 µs (HS256) to 65 µs (RS256), about what a
+thread hop would cost — and the wrapped handler never sees the
 request: no backend connection is made, no body is read on.
 
 No token, or one that does not verify: 401 with `WWW-Authenticate: Bearer`
