@@ -13,8 +13,8 @@ import os
 import sys
 from dataclasses import fields, replace
 
-from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GlobalConfig, HostCert,
-                           HostGroup, Limits, Route, ServerConfig, STATIC)
+from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GatewayConfig, GlobalConfig,
+                           HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)
 _aliases = {}         # name → Alias, from skitaid.alias()
@@ -22,10 +22,13 @@ _max_ages = []
 _log_off = []
 _host_certs = {}      # host names → HostCert, from enable_ssl(host=...)
 _settings = {}
+_gateway = None       # GatewayConfig from enable_gateway()
+_auth_handler = None  # from set_auth_handler()
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
-                                                          "host_certs"}
+                                                          "host_certs", "gateway",
+                                                          "auth_handler"}
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
@@ -173,6 +176,61 @@ def enable_proxy(on=True, allow=None, connect_ports=None):
             raise ValueError("connect_ports: %s" % e.args[0])
 
 
+def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_file=None,
+                   jwks_file=None, algorithms=None, issuer=None, audience=None, leeway=None,
+                   header=None, realm=None, roles_claim=None):
+    """Check bearer tokens (JWT) for the `role=` of alias mounts, and give app
+    requests carrying a valid one their identity (REMOTE_USER, skitaid.claims,
+    skitaid.roles); the keys of a [gateway] section, by the same rules:
+
+        skitaid.enable_gateway(True, os.environ["JWT_SECRET"])          # HS256
+        skitaid.enable_gateway(True, public_key_file="idp.pem", algorithms=["RS256"],
+                               issuer="https://idp.example.com", audience="api")
+
+    Relative files are relative to the script. ValueError names what is wrong."""
+    global _gateway
+    from .config.build import FileContext, RawSection, build_gateway
+    entries = [("enabled", "yes" if on else "no")]
+    for key, value in (("secret", secret_key), ("secret_file", secret_file),
+                       ("public_key_file", public_key_file), ("jwks_file", jwks_file),
+                       ("algorithms", algorithms), ("issuer", issuer), ("audience", audience),
+                       ("leeway", leeway), ("header", header), ("realm", realm),
+                       ("roles_claim", roles_claim)):
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(x) for x in value)
+        entries.append((key, str(value)))
+    ctx = FileContext("skitaid.enable_gateway", _script_dir())
+    gateway = build_gateway(ctx, RawSection("gateway", "gateway", entries))
+    if ctx.problems:
+        raise ValueError("\n".join("%s: %s" % (p.key, str(p).split(": ", 1)[1])
+                                   for p in ctx.problems))
+    if isinstance(secret_key, bytes):
+        gateway = replace(gateway, secret=secret_key)
+    _gateway = gateway
+
+
+def set_auth_handler(fn):
+    """Decide who may reach the role= mounts of a gateway-enabled server:
+
+        def auth(request, claims):          # claims: the verified token's
+            user = lookup(claims["sub"])
+            return (user.name, user.roles) if user.active else None
+        skitaid.set_auth_handler(auth)
+
+    It is called in the thread pool once the token verified, instead of
+    reading the token's roles claim: `(user, roles)` allows when one of the
+    roles is the alias's, None denies (403); an exception is a 500 with its
+    traceback in the error log."""
+    global _auth_handler
+    if fn is not None and not callable(fn):
+        raise TypeError("skitaid.set_auth_handler: a function (request, claims), got %r" % (fn,))
+    _auth_handler = fn
+
+
 def set_max_age(prefix, seconds):
     """Cache-Control max-age for static files under `prefix`."""
     _max_ages.append((_normalise_prefix(prefix), int(seconds)))
@@ -288,6 +346,12 @@ def build_config(**options):
     global_kw.setdefault("log_path", os.path.join(base, "log"))
     global_kw.setdefault("var_path", base)
     global_kw.setdefault("pidfile", os.path.join(global_kw["run_path"], "skitaid.pid"))
+    gateway = _gateway
+    for a in _aliases.values():
+        if a.role.strip() and not (gateway and gateway.enabled):
+            from .config.build import ROLE_NEEDS_GATEWAY
+            raise RuntimeError("skitaid.alias('@%s', role=%r): role needs %s"
+                               % (a.name, a.role, ROLE_NEEDS_GATEWAY))
     if not _mounts:
         raise RuntimeError("nothing mounted: call skitaid.mount() before skitaid.run()")
     groups = {}
@@ -300,6 +364,7 @@ def build_config(**options):
     server = ServerConfig(hosts=hosts, max_ages=tuple(_max_ages), log_off=tuple(_log_off),
                           host_certs=tuple(_host_certs.values()),
                           aliases=tuple(_aliases.values()),
+                          gateway=_gateway or GatewayConfig(), auth_handler=_auth_handler,
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
     return Config(GlobalConfig(**global_kw), (server,))

@@ -121,13 +121,18 @@ def preload_handlers(config):
     if STATIC in kinds:
         from .handlers import static  # noqa: F401
     if ALIAS in kinds or config.enable_proxy:
-        from .handlers import proxy  # noqa: F401
+        from .handlers import gateway, proxy  # noqa: F401
         from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
 
 
 def build_router(config, worker):
     """Instantiate handlers for every route of `config` (imports the apps)."""
     max_age_for = max_age_lookup(config)
+    aliases = {a.name: a for a in config.aliases}
+    verifier = None
+    if config.gateway.enabled:
+        from .tokens import Verifier
+        verifier = Verifier(config.gateway)
     apps = {}
     groups = []
     for group in config.hosts:
@@ -143,10 +148,16 @@ def build_router(config, worker):
                 key = (id(route.target) if callable(route.target) else route.target, route.prefix)
                 if key not in apps:
                     apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
+                    apps[key].verifier = verifier     # the identity of requests with a token
                 m.app = apps[key]
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
                 m.app = ProxyHandler(route.target, route.prefix, worker)
+                alias = aliases.get(route.target[1:].split("/", 1)[0])
+                if alias is not None and (alias.allow or alias.role):
+                    from .handlers.gateway import Guard
+                    m.app = Guard(m.app, alias, verifier, config.gateway.realm,
+                                  config.auth_handler, worker)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)

@@ -16,11 +16,11 @@ from urllib.parse import unquote
 
 from . import values as v
 from .errors import Problem
-from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GlobalConfig, HostCert,
-                    HostGroup, Limits, Member, Route, ServerConfig)
+from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, GlobalConfig,
+                    HostCert, HostGroup, Limits, Member, Route, ServerConfig)
 
 # Section kinds
-SERVER, ROUTES, ALIAS_SECTION, GLOBAL = "server", "routes", "alias", "global"
+SERVER, ROUTES, ALIAS_SECTION, GLOBAL, GATEWAY = "server", "routes", "alias", "global", "gateway"
 
 
 @dataclass
@@ -317,6 +317,121 @@ def _alias(ctx, sec) -> Optional[Alias]:
                  source="%s [%s]" % (ctx.file, sec.name), **pool)
 
 
+# ---------------------------------------------------------------- [gateway]
+
+_REALM = re.compile(r'[^"\\\x00-\x1f\x7f]{1,200}')
+_GATEWAY_KEYS = {
+    "enabled": ("enabled", v.boolean),
+    "secret": ("secret", v.text("a secret of 32 bytes or more")),
+    "secret_file": ("secret_file", v.text("a file holding the secret")),
+    "public_key_file": ("public_key_file", v.text("a PEM public key file")),
+    "jwks_file": ("jwks_file", v.text("a JWKS file")),
+    "algorithms": ("algorithms", v.words),
+    "issuer": ("issuer", v.text()),
+    "audience": ("audience", v.words),
+    "leeway": ("leeway", v.seconds()),
+    "header": ("header", v.Kind("a header field name (e.g. Authorization)",
+                                lambda s: s if re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", s)
+                                else int("x"))),
+    "realm": ("realm", v.Kind("a realm without quotes, backslashes or control characters",
+                              lambda s: s if _REALM.fullmatch(s) else int("x"))),
+    "roles_claim": ("roles_claim", v.Kind("a claim name", lambda s: s if s else int("x"))),
+}
+_KEY_SOURCES = ("secret", "secret_file", "public_key_file", "jwks_file")
+
+
+def gateway_value_rule(key: str) -> v.Kind:
+    """The rule of a [gateway] key's value (as alias_value_rule)."""
+    return _GATEWAY_KEYS[key][1]
+
+
+def build_gateway(ctx, sec) -> GatewayConfig:
+    """One [gateway] section (or skitaid.enable_gateway()'s keys) → GatewayConfig;
+    mistakes go to ctx.problems under `sec.name`."""
+    from .. import tokens
+    found = {}
+    _read_keys(ctx, sec, _GATEWAY_KEYS, found)
+    where = found.pop("_where", {})
+    name = sec.name
+    given = [k for k in _KEY_SOURCES if found.get(k)]
+    if len(given) > 1:
+        s, key, value = where[given[1]]
+        ctx.problem(s, key, value, "one of secret, secret_file, public_key_file or jwks_file "
+                    "(%s is given too)" % given[0])
+        return GatewayConfig()
+    enabled = found.get("enabled", False)
+    if not given:
+        if enabled:
+            s, key, value = where["enabled"]
+            ctx.problem(s, key, value, "a key to check tokens with: secret, secret_file, "
+                        "public_key_file or jwks_file")
+        return GatewayConfig()
+    source = given[0]
+    s, key, value = where[source]
+    material = found[source]
+    if source != "secret":
+        path = ctx.path(material)
+        try:
+            with open(path, "rb") as f:
+                material = f.read(1 << 20)
+        except OSError as e:
+            ctx.problem(s, key, value, "a readable file (%s: %s)" % (path, e.strerror))
+            return GatewayConfig()
+    if isinstance(material, str):
+        material = material.encode("utf-8")
+    kw = {}
+    if source in ("secret", "secret_file"):
+        kw["secret"] = material.strip() if source == "secret_file" else material
+        default_algs = ("HS256",)
+    elif source == "public_key_file":
+        kw["public_key"] = material
+        default_algs = ("RS256",)
+    else:
+        kw["jwks"] = material.decode("utf-8", "replace")
+        default_algs = ("RS256",)
+    algorithms = found.get("algorithms") or default_algs
+    problem = tokens.check_algorithms(algorithms, bool(kw.get("secret")), not kw.get("secret"))
+    if problem:
+        w = where.get("algorithms", (name, "algorithms", None))
+        ctx.problem(w[0], w[1], w[2], problem)
+        return GatewayConfig()
+    if kw.get("secret"):
+        need = max(tokens.MIN_SECRET[a] for a in algorithms)
+        if len(kw["secret"]) < need:
+            # (the secret itself is never shown)
+            ctx.problem(s, key, value if source == "secret_file" else "(hidden)",
+                        "a secret of %d bytes or more for %s (it has %d)"
+                        % (need, ", ".join(algorithms), len(kw["secret"])))
+            return GatewayConfig()
+    for k in ("issuer", "audience", "leeway", "header", "realm", "roles_claim"):
+        if k in found:
+            kw[k] = found[k]
+    gateway = GatewayConfig(enabled=enabled, algorithms=tuple(algorithms), **kw)
+    try:
+        tokens.Verifier(gateway)        # the keys load (PEM, JWKS) as the workers will load them
+    except ValueError as e:
+        ctx.problem(s, key, value, e.args[0])
+        return GatewayConfig()
+    return gateway
+
+
+ROLE_NEEDS_GATEWAY = ("the gateway enabled to enforce it (a [gateway] section with "
+                      "enabled = yes, or skitaid.enable_gateway()); without it the mount "
+                      "would be open to everyone")
+
+
+def _roles_need_gateway(ctx, sections, aliases, gateway_on):
+    """`role =` is never stored and ignored: without the gateway it is an error."""
+    if gateway_on:
+        return
+    for sec in sections:
+        if sec.kind != ALIAS_SECTION or sec.name[1:] not in aliases:
+            continue
+        for key, value in sec.entries:
+            if key.strip().lower() == "role" and value and value.strip():
+                ctx.problem(sec.name, key.strip(), value, ROLE_NEEDS_GATEWAY)
+
+
 # ---------------------------------------------------------------- [routes:line]
 
 _HOST_NAME = re.compile(r"\*|default|\.?[a-z0-9_*]([a-z0-9_-]*)(\.[a-z0-9_-]+)*\.?(:\d+)?")
@@ -447,7 +562,7 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
     for sec in sections:
         if not sec.kind or sec.kind == GLOBAL:
             ctx.problem(sec.name, "", None,
-                        "a section [server], %s or [@alias]" % ctx.routes_label)
+                        "a section [server], %s, [gateway] or [@alias]" % ctx.routes_label)
     kw, limits = _server_keys(ctx, servers)
 
     aliases = {}
@@ -456,6 +571,12 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
             alias = _alias(ctx, sec)
             if alias is not None:
                 aliases[alias.name] = alias
+
+    gateway = GatewayConfig()
+    for sec in sections:
+        if sec.kind == GATEWAY:
+            gateway = build_gateway(ctx, sec)
+    _roles_need_gateway(ctx, sections, aliases, gateway.enabled)
 
     groups = []
     certs = []
@@ -480,7 +601,8 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
                         "an http or https alias to proxy to (@%s is %s)" % (alias.name, alias.type))
 
     return ServerConfig(name=name, source=source, limits=limits, hosts=tuple(groups),
-                        aliases=tuple(aliases.values()), host_certs=tuple(certs), **kw)
+                        aliases=tuple(aliases.values()), host_certs=tuple(certs),
+                        gateway=gateway, **kw)
 
 
 _GLOBAL_KEYS = {

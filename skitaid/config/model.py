@@ -90,6 +90,25 @@ class Alias:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """`[gateway]`: bearer tokens (JWT) checked for the role= of alias mounts,
+    and the identity of app requests carrying one. Key material is read from
+    its files when the config is read (as root, before workers drop privileges)
+    and never shown in a repr."""
+    enabled: bool = False
+    secret: bytes = field(default=b"", repr=False)      # HMAC (HS256/384/512)
+    public_key: bytes = field(default=b"", repr=False)  # PEM (RS/PS/ES/EdDSA)
+    jwks: str = field(default="", repr=False)           # a JWKS document (JSON)
+    algorithms: Tuple[str, ...] = ()
+    issuer: str = ""                        # "" → iss not checked
+    audience: Tuple[str, ...] = ()          # () → a token with aud is refused
+    leeway: float = 0.0                     # seconds of clock skew allowed for exp/nbf/iat
+    header: str = "Authorization"           # where the token is ("Bearer …" there)
+    realm: str = "skitaid"                  # WWW-Authenticate: Bearer realm="…"
+    roles_claim: str = "roles"              # a list, or a space-separated string
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     name: str = "default"
     address: str = "127.0.0.1"             # IP, host name, or "unix:/abs/path" (port unused)
@@ -125,6 +144,9 @@ class ServerConfig:
     pythonpath: Tuple[str, ...] = ()
     working_dir: str = ""                  # workers chdir here before importing apps (--chdir)
     aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
+    auth_handler: Any = None
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""

@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 from ..context import adopt_txn_ids, current as _current, push_on
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
+from ..tokens import Invalid
 from ..version import __version__
 from . import websocket as ws_handler
 from .websocket import accepted_session, call_app
@@ -209,6 +210,10 @@ class WSGIHost(ConnectionHost, Protocol):
 class WSGIHandler:
     """Runs one WSGI app mounted at `prefix`."""
 
+    # the gateway's token verifier (tokens.Verifier) on a gateway-enabled server:
+    # a request with a valid token gets REMOTE_USER, skitaid.claims, skitaid.roles
+    verifier = None
+
     def __init__(self, app, prefix, host: WSGIHost):
         self.app = app
         self.script_name = "" if prefix == "/" else prefix
@@ -314,6 +319,8 @@ class WSGIHandler:
                 env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 env[key] = value
+        if self.verifier is not None:
+            _identity(self.verifier, req, env)
         gtxid = env.get("HTTP_X_GTXN_ID")
         if gtxid:                       # a call chain: keep its IDs for the log and our calls
             adopt_txn_ids(req, gtxid, env.get("HTTP_X_LTXN_ID"))
@@ -483,6 +490,21 @@ class _InlineResponse(_Response):
         else:
             self.started = True
             self.exchange.respond(self.status, self.headers, b"")
+
+
+def _identity(verifier, req, env):
+    """The verified identity of a request carrying a valid token (on the app's
+    thread, off the loop); nothing for one without, or with a bad one: the
+    app decides what an anonymous request may do."""
+    try:
+        claims = verifier.claims(req)
+    except Invalid:
+        return
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub:
+        env["REMOTE_USER"] = sub
+    env["skitaid.claims"] = claims
+    env["skitaid.roles"] = verifier.roles(claims)
 
 
 def _close(result):
