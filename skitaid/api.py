@@ -251,6 +251,60 @@ def log_off(*paths):
     _log_off.extend(paths)
 
 
+def _setting(func, key, value, types_=(int, float, str)):
+    """Check `value` with the rule of the [server] key `key` (the config files'
+    rule, config/build.py) and keep it for run(); ValueError naming `func`."""
+    from .config.build import server_value_rule
+    from .config.values import Bad
+    field_name, rule = server_value_rule(key)
+    if isinstance(value, bool) or not isinstance(value, types_):
+        raise ValueError("skitaid.%s(): expected %s, got %r" % (func, rule.expected, value))
+    try:
+        converted = rule(str(value))
+    except Bad as e:
+        raise ValueError("skitaid.%s(): expected %s, got %r" % (func, e.args[0], value)) from None
+    _settings[field_name.rpartition(".")[2]] = converted
+    return converted
+
+
+def set_keep_alive(seconds):
+    """Idle keep-alive connections of clients are closed after this (key keep_alive)."""
+    _setting("set_keep_alive", "keep_alive", seconds)
+
+
+def set_request_timeout(seconds):
+    """Slow request headers or a stalled body get 408 after this (key request_timeout)."""
+    _setting("set_request_timeout", "request_timeout", seconds)
+
+
+def set_max_upload_size(size):
+    """Larger request bodies get 413: bytes, or "256M"-style (key max_upload_size)."""
+    _setting("set_max_upload_size", "max_upload_size", size, (int, str))
+
+
+def set_backend_keep_alive(seconds):
+    """Pooled connections to backends idle this long are closed rather than
+    reused; keep it below the backends' keep-alive timeout (key backend_keep_alive)."""
+    _setting("set_backend_keep_alive", "backend_keep_alive", seconds)
+
+
+def set_max_rcache(n):
+    """Corequest results kept in each worker's cache (key num_result_cache_max)."""
+    _setting("set_max_rcache", "num_result_cache_max", n, (int, str))
+
+
+def getswd():
+    """The script's directory: where relative mount and file paths start."""
+    return _script_dir()
+
+
+def abspath(*parts):
+    """A path relative to the script's directory, made absolute."""
+    if not all(isinstance(p, (str, os.PathLike)) for p in parts):
+        raise ValueError("skitaid.abspath(): expected path parts (str), got %r" % (parts,))
+    return os.path.normpath(os.path.join(_script_dir(), *parts))
+
+
 def set_503_estimated_timeout(seconds):
     """Answer 503 + Retry-After when a new request would wait longer than this."""
     _settings["estimated_timeout"] = float(seconds)
