@@ -293,6 +293,13 @@ def set_max_rcache(n):
     _setting("set_max_rcache", "num_result_cache_max", n, (int, str))
 
 
+def use_poll(name):
+    """The workers' event loop: 'epoll', 'poll' or 'select' run asyncio's loop
+    with that selector instead of uvloop ('select' handles descriptors below
+    1024 only); 'uvloop' is the default (key poller)."""
+    _setting("use_poll", "poller", name, (str,))
+
+
 def getswd():
     """The script's directory: where relative mount and file paths start."""
     return _script_dir()

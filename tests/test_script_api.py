@@ -318,3 +318,48 @@ def test_setup_functions_refuse_bad_values(tmp_path):
     assert lines[7] == "skitaid.set_max_rcache(): expected an integer >= 0, got -1"
     assert lines[8].endswith("got 'many'")
     assert lines[9].startswith("skitaid.abspath(): expected path parts")
+
+
+POLL_SCRIPT = r'''
+import json, os
+import skitaid
+from skitaid.corequest import engine
+%s
+
+def app(env, start):
+    loop = engine.current().loop            # the worker's event loop
+    selector = getattr(loop, "_selector", None)
+    body = json.dumps([type(loop).__module__.split(".")[0],
+                       type(selector).__name__ if selector else None]).encode()
+    start("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+skitaid.mount("/", app)
+skitaid.run(port=int(os.environ["PORT"]))
+'''
+
+
+def test_use_poll_picks_the_workers_loop(serve):
+    got = {}
+    for name in ("epoll", "poll", "select", None):
+        s = serve(POLL_SCRIPT % ("skitaid.use_poll(%r)" % name if name else ""))
+        got[name] = fetch(s.port, "/").json()
+        s.stop()
+    assert got == {"epoll": ["asyncio", "EpollSelector"], "poll": ["asyncio", "PollSelector"],
+                   "select": ["asyncio", "SelectSelector"], None: ["uvloop", None]}
+
+
+def test_use_poll_refuses_other_names(tmp_path):
+    write(tmp_path, {"app.py": '''
+        import skitaid
+        for name in ("kqueue", "", 1):
+            try:
+                skitaid.use_poll(name)
+                print("ACCEPTED", name)
+            except ValueError as e:
+                print(e)
+        '''})
+    r = run_script(tmp_path / "app.py", tmp_path)
+    assert r.returncode == 0 and r.stdout.splitlines() == [
+        "skitaid.use_poll(): expected uvloop, or epoll, poll or select (asyncio's loop with "
+        "that selector), got %s" % v for v in ("'kqueue'", "''", "1")], r.stdout + r.stderr

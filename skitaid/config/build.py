@@ -96,6 +96,7 @@ _SERVER_KEYS = {
     "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
     "backend_timeout": ("backend_timeout", v.seconds()),
     "backend_keep_alive": ("backend_keep_alive", v.seconds()),
+    "poller": ("poller", v.poller),
     "enable_proxy": ("enable_proxy", v.boolean),
     "proxy_allow": ("proxy_allow", v.networks),
     "proxy_connect_ports": ("proxy_connect_ports", v.ports),
