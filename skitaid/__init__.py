@@ -10,6 +10,8 @@ from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   enable_debug, config, set_worker_critical_point, enable_ssl,
                   enable_forward, alias, register_cache_keys, register_states, enable_proxy,
                   enable_gateway, set_auth_handler,
+                  set_keep_alive, set_request_timeout, set_max_upload_size,
+                  set_backend_keep_alive, set_max_rcache, abspath, getswd, use_poll,
                   PROTO_HTTP, PROTO_HTTPS, DB_PGSQL, DB_SQLITE3, DB_REDIS)
 
 _TASK_NAMES = ("STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR",
@@ -22,6 +24,8 @@ __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "set_worker_critical_point", "enable_ssl", "enable_forward", "push",
            "alias", "register_cache_keys", "register_states", "enable_proxy",
            "enable_gateway", "set_auth_handler",
+           "set_keep_alive", "set_request_timeout", "set_max_upload_size",
+           "set_backend_keep_alive", "set_max_rcache", "abspath", "getswd", "use_poll",
            "was", "PROTO_HTTP", "PROTO_HTTPS", "DB_PGSQL", "DB_SQLITE3", "DB_REDIS",
            *_TASK_NAMES, *_WEBSOCKET_NAMES]
 

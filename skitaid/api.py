@@ -11,8 +11,10 @@ model the config files produce and serves it.
 import hashlib
 import os
 import sys
+import types
 from dataclasses import fields, replace
 
+from .apps import find_app_file
 from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GatewayConfig, GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
@@ -47,23 +49,80 @@ def _normalise_prefix(prefix):
     return prefix.rstrip("/") or "/"
 
 
+def _describe(target):
+    """A mount target as messages name it."""
+    if isinstance(target, str):
+        return repr(target)
+    if hasattr(target, "__qualname__"):
+        return "%s.%s" % (getattr(target, "__module__", "?"), target.__qualname__)
+    return repr(target)
+
+
+def _file_route(prefix, where, name, base_dir, asked):
+    path = find_app_file(where, base_dir)
+    if not path:
+        raise ValueError("skitaid.mount(%r, %s): no app file %s (.py may be left out; a "
+                         "directory needs an app.py)" % (prefix, asked,
+                                                         os.path.join(base_dir, where)))
+    return Route(prefix, APP, "%s:%s" % (path, name), "skitaid.mount")
+
+
+def _split_name(spec, app_name):
+    where, sep, name = spec.rpartition(":")
+    if not sep:
+        return spec, app_name
+    if not name.isidentifier():
+        raise ValueError("skitaid.mount: the app name after ':' must be a Python name: %r" % spec)
+    return where, name
+
+
+def _module_app(prefix, module, app_name):
+    app = getattr(module, app_name, None)
+    if not callable(app):
+        raise ValueError("skitaid.mount(%r, %s): the module has no callable %r (give "
+                         "(module, 'file:app') to mount an app file next to it)"
+                         % (prefix, getattr(module, "__name__", module), app_name))
+    return Route(prefix, APP, app, "skitaid.mount")
+
+
 def _route(prefix, target, app_name):
     prefix = _normalise_prefix(prefix)
+    if not isinstance(app_name, str) or not app_name.isidentifier():
+        raise ValueError("skitaid.mount: app_name must be a Python name, got %r" % (app_name,))
     if isinstance(target, str) and target.startswith("@"):
         return Route(prefix, ALIAS, target, "skitaid.mount")   # reverse proxy to the cluster
+    if isinstance(target, types.ModuleType):
+        return _module_app(prefix, target, app_name)
     if callable(target):
         return Route(prefix, APP, target, "skitaid.mount")
+    if isinstance(target, tuple):
+        if len(target) != 2 or not isinstance(target[1], str):
+            raise TypeError("skitaid.mount(%r, ...): a tuple is (module, 'file[:app]') or "
+                            "('file.py', 'app'), got %r" % (prefix, target))
+        first, spec = target
+        if isinstance(first, types.ModuleType):       # a file next to that module
+            folder = os.path.dirname(os.path.abspath(getattr(first, "__file__", "") or ""))
+            if not getattr(first, "__file__", None):
+                raise ValueError("skitaid.mount(%r, ...): module %s has no file to start "
+                                 "from" % (prefix, first.__name__))
+            where, name = _split_name(spec, app_name)
+            return _file_route(prefix, where, name, folder, _describe(spec))
+        if isinstance(first, str):                    # (app file, app name), the 0.20 form
+            if not spec.isidentifier():
+                raise ValueError("skitaid.mount: the app name must be a Python name: %r" % spec)
+            return _file_route(prefix, first, spec, _script_dir(), repr(target))
+        raise TypeError("skitaid.mount(%r, ...): a tuple starts with a module or a file "
+                        "path, got %r" % (prefix, first))
     if not isinstance(target, str):
-        return Route(prefix, APP, getattr(target, app_name), "skitaid.mount")
+        raise TypeError("skitaid.mount(%r, ...): mount a WSGI app, a module, an app file or "
+                        "directory path, or an @alias, not %r" % (prefix, target))
     path = target if os.path.isabs(target) else os.path.join(_script_dir(), target)
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "__init__.py")):
         return Route(prefix, STATIC, os.path.abspath(path), "skitaid.mount")
-    where, sep, name = target.rpartition(":")
-    if not sep:
-        where, name = target, app_name
-    if where.endswith(".py") or os.sep in where:
-        where = where if os.path.isabs(where) else os.path.join(_script_dir(), where)
-    return Route(prefix, APP, "%s:%s" % (where, name), "skitaid.mount")
+    where, name = _split_name(target, app_name)
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        return _file_route(prefix, where, name, _script_dir(), repr(target))
+    return Route(prefix, APP, "%s:%s" % (where, name), "skitaid.mount")     # a module name
 
 
 class _Runner:
@@ -76,7 +135,16 @@ class _Runner:
 def mount(prefix, target, app_name="app", host="default"):
     """Mount a WSGI callable, a module/file app spec or a directory at `prefix`."""
     names = (host,) if isinstance(host, str) else tuple(host)
-    _mounts.append((names, _route(prefix, target, app_name)))
+    route = _route(prefix, target, app_name)
+    if route.kind != STATIC:
+        for other_names, other in _mounts:
+            shared = set(names) & set(other_names)
+            if other.kind != STATIC and other.prefix == route.prefix and shared:
+                raise ValueError("skitaid.mount: %s and %s are both mounted at %s for host %s; "
+                                 "one app per mount point (statics may share it)"
+                                 % (_describe(other.target), _describe(route.target),
+                                    route.prefix, ", ".join(sorted(shared))))
+    _mounts.append((names, route))
     return _Runner()
 
 
@@ -239,6 +307,67 @@ def set_max_age(prefix, seconds):
 def log_off(*paths):
     """No request-log lines for paths starting with '/x/' or ending with '*.ext'."""
     _log_off.extend(paths)
+
+
+def _setting(func, key, value, types_=(int, float, str)):
+    """Check `value` with the rule of the [server] key `key` (the config files'
+    rule, config/build.py) and keep it for run(); ValueError naming `func`."""
+    from .config.build import server_value_rule
+    from .config.values import Bad
+    field_name, rule = server_value_rule(key)
+    if isinstance(value, bool) or not isinstance(value, types_):
+        raise ValueError("skitaid.%s(): expected %s, got %r" % (func, rule.expected, value))
+    try:
+        converted = rule(str(value))
+    except Bad as e:
+        raise ValueError("skitaid.%s(): expected %s, got %r" % (func, e.args[0], value)) from None
+    _settings[field_name.rpartition(".")[2]] = converted
+    return converted
+
+
+def set_keep_alive(seconds):
+    """Idle keep-alive connections of clients are closed after this (key keep_alive)."""
+    _setting("set_keep_alive", "keep_alive", seconds)
+
+
+def set_request_timeout(seconds):
+    """Slow request headers or a stalled body get 408 after this (key request_timeout)."""
+    _setting("set_request_timeout", "request_timeout", seconds)
+
+
+def set_max_upload_size(size):
+    """Larger request bodies get 413: bytes, or "256M"-style (key max_upload_size)."""
+    _setting("set_max_upload_size", "max_upload_size", size, (int, str))
+
+
+def set_backend_keep_alive(seconds):
+    """Pooled connections to backends idle this long are closed rather than
+    reused; keep it below the backends' keep-alive timeout (key backend_keep_alive)."""
+    _setting("set_backend_keep_alive", "backend_keep_alive", seconds)
+
+
+def set_max_rcache(n):
+    """Corequest results kept in each worker's cache (key num_result_cache_max)."""
+    _setting("set_max_rcache", "num_result_cache_max", n, (int, str))
+
+
+def use_poll(name):
+    """The workers' event loop: 'epoll', 'poll' or 'select' run asyncio's loop
+    with that selector instead of uvloop ('select' handles descriptors below
+    1024 only); 'uvloop' is the default (key poller)."""
+    _setting("use_poll", "poller", name, (str,))
+
+
+def getswd():
+    """The script's directory: where relative mount and file paths start."""
+    return _script_dir()
+
+
+def abspath(*parts):
+    """A path relative to the script's directory, made absolute."""
+    if not all(isinstance(p, (str, os.PathLike)) for p in parts):
+        raise ValueError("skitaid.abspath(): expected path parts (str), got %r" % (parts,))
+    return os.path.normpath(os.path.join(_script_dir(), *parts))
 
 
 def set_503_estimated_timeout(seconds):

@@ -61,6 +61,21 @@ def split_spec(spec):
     return head, name
 
 
+def find_app_file(where, base_dir):
+    """The app file that `where` names, relative to `base_dir`: 'app_v1/app.py',
+    'app_v1/app' (the .py may be left out) or a directory holding app.py.
+    '' when none exists."""
+    path = where if os.path.isabs(where) else os.path.join(base_dir, where)
+    if path.endswith(".py"):
+        candidates = (path,)
+    else:
+        candidates = (path + ".py", os.path.join(path, "app.py"))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    return ""
+
+
 def load_app(target, base_dir=None):
     if callable(target):
         return target
@@ -73,8 +88,7 @@ def load_app(target, base_dir=None):
         if where.endswith(".py") or os.sep in where:
             path = where if os.path.isabs(where) or base_dir is None else os.path.join(base_dir, where)
             path = os.path.abspath(path)
-            if os.path.isdir(path):
-                path = os.path.join(path, "app.py")
+            path = find_app_file(path, "") or path
             if not os.path.isfile(path):
                 raise AppLoadError("%s: no such file" % path)
             folder = os.path.dirname(path)

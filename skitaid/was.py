@@ -138,16 +138,33 @@ class Stub:
         return self._call("POST", path, data, fields, headers, upload=True)
 
 
-def stub(base, headers=None, auth=None, use_cache=True, timeout=None):
-    return Stub(base, headers, auth, "lb", use_cache, timeout)
+class _StubMaker:
+    """was.stub("@api"), was.stub.lb("@api"): calls go to one member of the
+    alias; was.stub.map("@api"): to every member (each call gives Tasks with
+    one Result per member). The same for was.xmlrpc and was.jsonrpc."""
+
+    def __init__(self, name, make):
+        self._name = name
+        self._make = make
+
+    def _stub(self, url, headers, auth, mode, use_cache, timeout):
+        if not isinstance(url, str):
+            raise TypeError("was.%s(): url must be an '@alias[/path]' or http(s) URL string, "
+                            "got %r" % (self._name, url))
+        return self._make(url, headers, auth, mode, use_cache, timeout)
+
+    def __call__(self, url, headers=None, auth=None, use_cache=True, timeout=None):
+        return self._stub(url, headers, auth, "lb", use_cache, timeout)
+
+    lb = __call__
+
+    def map(self, url, headers=None, auth=None, use_cache=True, timeout=None):
+        return self._stub(url, headers, auth, "map", use_cache, timeout)
 
 
-def xmlrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
-    return XMLRPCStub(_request, url, headers, auth, "lb", use_cache, timeout)
-
-
-def jsonrpc(url, headers=None, auth=None, use_cache=True, timeout=None):
-    return JSONRPCStub(_request, url, headers, auth, "lb", use_cache, timeout)
+stub = _StubMaker("stub", Stub)
+xmlrpc = _StubMaker("xmlrpc", lambda *a: XMLRPCStub(_request, *a))
+jsonrpc = _StubMaker("jsonrpc", lambda *a: JSONRPCStub(_request, *a))
 
 
 # -- databases -------------------------------------------------------------------------

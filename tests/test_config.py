@@ -169,6 +169,14 @@ def test_database_pool_keys(tmp_path):
     assert (m.host, m.port, m.database, m.user, m.password, m.weight) == ("h", 5433, "db", "u", "p", 2)
 
 
+def test_backend_keep_alive_key(tmp_path):
+    root = make_config(tmp_path, {"web.conf": "[server]\nbackend_keep_alive = 1.5" + ROUTE})
+    assert load_config(str(root)).servers[0].backend_keep_alive == 1.5
+    root = make_config(tmp_path / "default", {"web.conf": "[server]" + ROUTE})
+    assert load_config(str(root)).servers[0].backend_keep_alive == 4.0
+    assert load_config(str(root)).servers[0].poller == "uvloop"
+
+
 @pytest.mark.parametrize("text, expected_line", [
     ("[server]\nprot = 80" + ROUTE,
      "servers-enabled/web.conf [server] prot: found '80', expected a known key of [server] "
@@ -185,6 +193,12 @@ def test_database_pool_keys(tmp_path):
      "servers-enabled/web.conf [server] max_upload_size: found '10Q', expected a size"),
     ("[server]\nkeep_alive = -1" + ROUTE,
      "servers-enabled/web.conf [server] keep_alive: found '-1', expected a number of seconds"),
+    ("[server]\npoller = kqueue" + ROUTE,
+     "servers-enabled/web.conf [server] poller: found 'kqueue', expected uvloop, or epoll, "
+     "poll or select"),
+    ("[server]\nbackend_keep_alive = soon" + ROUTE,
+     "servers-enabled/web.conf [server] backend_keep_alive: found 'soon', expected a number "
+     "of seconds"),
     ("[server]\ncritical_point = 90, 3" + ROUTE,
      "servers-enabled/web.conf [server] critical_point: found '90, 3'"),
     ("[server]\nip = not an ip" + ROUTE,

@@ -216,6 +216,58 @@ def app(env, start):
     if path == "/chain":
         # calls the second skitaid server, which calls the backend
         return answer(start, was.get(os.environ["NEXT"] + "/txn").fetch(5))
+    if path == "/signatures":
+        # the call forms of the pages: Tasks(reqs, N), **meta, dispatch(cache, timeout=)
+        t0 = time.monotonic()
+        rs = was.Tasks([was.get(B + "/slow?s=3")], 0.3).dispatch()
+        meta_tasks = was.Tasks([was.get(B + "/counter")], 3, user="hans", a=was.get(B + "/echo"))
+        out = {"list_timeout": [r.status for r in rs], "elapsed": time.monotonic() - t0,
+               "meta": meta_tasks.meta, "dict": sorted(meta_tasks.dict())}
+        r1 = was.get(B + "/counter?c1").dispatch(60, timeout=2)
+        r2 = was.get(B + "/counter?c1").dispatch(60, timeout=2)
+        f1 = was.get(B + "/counter?c2").fetch(2, 60)
+        f2 = was.get(B + "/counter?c2").fetch(2, 60)
+        c1 = was.get(B + "/counter?c3").dispatch(60, (200, 201), timeout=2)
+        c2 = was.get(B + "/counter?c3").dispatch(60, (200, 201), timeout=2)
+        out["cached"] = [r1.data["n"] == r2.data["n"], f1["n"] == f2["n"],
+                         c1.data["n"] == c2.data["n"]]
+        t0 = time.monotonic()
+        out["dispatch_5_is_timeout"] = was.get(B + "/slow?s=3").dispatch(0.3).status
+        out["elapsed2"] = time.monotonic() - t0
+        errors = []
+        t = was.Mask(1)
+        for call in (lambda: was.get(B + "/echo").dispatch("5"),
+                     lambda: was.get(B + "/echo").dispatch(-1),
+                     lambda: was.get(B + "/echo").dispatch(1, 2, (200,), 4),
+                     lambda: was.get(B + "/echo").fetch(2, cache_if=200),
+                     lambda: was.get(B + "/echo").dispatch(5, timeout=2, cache=3),
+                     lambda: was.Tasks([t]).fetch(True),
+                     lambda: was.Tasks(t, 3),
+                     lambda: was.Tasks([t], "3"),
+                     lambda: was.Tasks([t], 3, 4),
+                     lambda: was.Tasks([t], 3, timeout=4),
+                     lambda: was.stub(7)):
+            try:
+                call()
+                errors.append(None)
+            except (TypeError, ValueError) as e:
+                errors.append([type(e).__name__, str(e)])
+        out["errors"] = errors
+        return answer(start, out)
+    if path == "/stub-map":
+        with was.stub.map("@back") as s:
+            stub_map = s.get("/echo").dispatch(3)
+        with was.stub.lb("@back") as s:
+            stub_lb = s.get("/echo").fetch(3)
+        with was.xmlrpc.map("@back/RPC2") as rpc:
+            xml_map = rpc.add(1, 2).dispatch(3)
+        xml_lb = was.xmlrpc.lb("@back/RPC2").add(2, 2).fetch(3)
+        json_map = was.jsonrpc.map("@back/jsonrpc").add(3, 4).dispatch(3)
+        json_lb = was.jsonrpc.lb("@back/jsonrpc").add(1, 1).fetch(3)
+        return answer(start, {"stub_map": sorted(r.data["port"] for r in stub_map),
+                              "stub_lb": stub_lb["port"],
+                              "xml_map": [r.data for r in xml_map], "xml_lb": xml_lb,
+                              "json_map": [r.data for r in json_map], "json_lb": json_lb})
     return answer(start, {"path": path}, "404 Not Found")
 
 skitaid.mount("/", app)
@@ -318,6 +370,42 @@ def test_map_returns_one_result_per_member(app, backend, backend2):
     s = app(MEMBERS="127.0.0.1:%d,127.0.0.1:%d" % (backend.port, backend2.port))
     status, rows = get(s.port, "/map")
     assert status == 200 and rows == sorted([[3, backend.port], [3, backend2.port]])
+
+
+def test_corequest_call_forms_of_the_pages(app):
+    s = app()
+    status, d = get(s.port, "/signatures")
+    assert status == 200
+    # Tasks(reqs, 0.3): the second positional is the timeout
+    assert d["list_timeout"] == [1] and d["elapsed"] < 2.0
+    # keyword values that are not tasks are user data; keyword tasks stay named
+    assert d["meta"] == {"user": "hans"} and d["dict"] == ["a"]
+    # dispatch(60, timeout=2), fetch(2, 60), dispatch(60, (200, 201), timeout=2): cached
+    assert d["cached"] == [True, True, True]
+    assert d["dispatch_5_is_timeout"] == 1 and d["elapsed2"] < 2.0
+    e = d["errors"]
+    assert all(x is not None for x in e), e
+    assert e[0][0] == "TypeError" and "Task.dispatch(): timeout" in e[0][1]
+    assert e[1][0] == "ValueError" and "Task.dispatch(): timeout" in e[1][1]
+    assert "Task.dispatch() takes at most 3 positional" in e[2][1]
+    assert "Task.fetch(): cache_if" in e[3][1]
+    assert "Task.dispatch() got multiple values for argument 'cache'" in e[4][1]
+    assert "Tasks.fetch(): timeout" in e[5][1]
+    assert "Tasks(): positional argument 2" in e[6][1] and "timeout=N" in e[6][1]
+    assert e[7][0] == "TypeError" and "Tasks(): timeout" in e[7][1]
+    assert "Tasks(): a list of tasks may only be followed by the timeout" in e[8][1]
+    assert "Tasks() got multiple values for argument 'timeout'" in e[9][1]
+    assert "was.stub(): url" in e[10][1]
+
+
+def test_stub_and_rpc_lb_and_map(app, backend, backend2):
+    s = app(MEMBERS="127.0.0.1:%d,127.0.0.1:%d" % (backend.port, backend2.port))
+    status, d = get(s.port, "/stub-map")
+    assert status == 200, d
+    ports = sorted([backend.port, backend2.port])
+    assert d["stub_map"] == ports and d["stub_lb"] in ports
+    assert d["xml_map"] == [3, 3] and d["xml_lb"] == 4
+    assert d["json_map"] == [7, 7] and d["json_lb"] == 2
 
 
 def test_cache_headers_are_honoured(app, backend):

@@ -95,6 +95,8 @@ _SERVER_KEYS = {
     "graceful_timeout": ("graceful_timeout", v.seconds()),
     "num_result_cache_max": ("num_result_cache_max", v.integer(0)),
     "backend_timeout": ("backend_timeout", v.seconds()),
+    "backend_keep_alive": ("backend_keep_alive", v.seconds()),
+    "poller": ("poller", v.poller),
     "enable_proxy": ("enable_proxy", v.boolean),
     "proxy_allow": ("proxy_allow", v.networks),
     "proxy_connect_ports": ("proxy_connect_ports", v.ports),
@@ -126,6 +128,13 @@ _SERVER_KEYS = {
     "max_headers": ("limits.max_headers", v.integer(1)),
     "max_connections": ("limits.max_connections", v.integer(1)),
 }
+
+
+def server_value_rule(key: str) -> Tuple[str, v.Kind]:
+    """(field, rule) of a [server] key, e.g. "keep_alive" → ("limits.keep_alive",
+    seconds): call the rule with the value as text (values.Bad when it does not
+    fit); `.expected` says what it takes. KeyError for an unknown key."""
+    return _SERVER_KEYS[key]
 
 
 def _server_keys(ctx, sections):

@@ -129,6 +129,11 @@ class ServerConfig:
     estimated_timeout: float = 0.0
     graceful_timeout: float = 30.0
     num_result_cache_max: int = 200
+    # pooled connections to backends (was calls) idle this long are closed, not reused:
+    # keep it below the backends' own keep-alive timeout
+    backend_keep_alive: float = 4.0
+    # the workers' event loop: uvloop, or asyncio's own with the epoll/poll/select selector
+    poller: str = "uvloop"
     backend_timeout: float = 60.0          # proxy: wait this long for a backend's response (504)
     enable_proxy: bool = False             # forward proxy for absolute-URI requests
     proxy_allow: Tuple[str, ...] = ("127.0.0.0/8", "::1/128")   # who may use it (never an open relay)

@@ -79,6 +79,17 @@ def _size(s):
 
 size = Kind("a size in bytes, or with a K, M or G suffix (e.g. 100M)", _size)
 
+POLLERS = ("uvloop", "epoll", "poll", "select")
+
+
+def _poller(s):
+    if s.lower() not in POLLERS:
+        raise ValueError(s)
+    return s.lower()
+
+
+poller = Kind("uvloop, or epoll, poll or select (asyncio's loop with that selector)", _poller)
+
 # Host names: letters, digits, '-', dots; no scheme, no path.
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 

@@ -328,9 +328,12 @@ class ClientPool:
             if h1 is not None:
                 return h1, False
         idle = self._idle.get(key)
+        stale = time.monotonic() - self.idle_timeout
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if conn.idle_since < stale:      # idle too long: the sweep has not come yet
+                conn.close()
+            elif not conn.closed:
                 return conn, True
         while self._open[key] >= self.max_per_origin:
             fut = self.loop.create_future()

@@ -106,6 +106,7 @@ def start_worker_engine(worker):
     global _engine
     config = worker.config
     engine = Engine(worker.loop, config.aliases, config.name, config.num_result_cache_max)
+    engine.pool.idle_timeout = config.backend_keep_alive
     engine.bind_loop_thread()
     _engine = engine
     return engine

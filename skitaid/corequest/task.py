@@ -168,23 +168,87 @@ def wait_future(future, timeout):
         raise
 
 
+_CODES = (tuple, list, set, frozenset)
+
+
+def _seconds(where, name, value):
+    """`value` as seconds (None stays None); TypeError/ValueError naming the call."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s(): %s must be a number of seconds, got %r" % (where, name, value))
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("%s(): %s must be a finite number of seconds >= 0, got %r"
+                         % (where, name, value))
+    return value
+
+
+def _status_codes(where, value):
+    if value is None:
+        return (200,)
+    if not isinstance(value, _CODES) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in value):
+        raise TypeError("%s(): cache_if must be a tuple of HTTP status codes such as (200, 201), "
+                        "got %r" % (where, value))
+    return tuple(value)
+
+
+def wait_args(where, args, timeout=None, cache=None, cache_if=None):
+    """(timeout, cache, cache_if) from the positional forms the pages use.
+
+    - dispatch(5), fetch(2, 60): timeout, then cache seconds;
+    - dispatch(60, timeout=2), dispatch(60, (200, 201), timeout=2): with the
+      timeout given by name, the positionals are cache and cache_if;
+    - dispatch(60, (200, 201), 2): a status-code tuple second means the
+      documented order cache, cache_if, timeout.
+    A value given twice, too many positionals or an ill-typed value raise."""
+    if args:
+        if timeout is not None:
+            names = ("cache", "cache_if")
+        elif len(args) >= 2 and isinstance(args[1], _CODES):
+            names = ("cache", "cache_if", "timeout")
+        else:
+            names = ("timeout", "cache", "cache_if")
+        if len(args) > len(names):
+            raise TypeError("%s() takes at most %d positional arguments (%s), got %d"
+                            % (where, len(names), ", ".join(names), len(args)))
+        given = {"timeout": timeout, "cache": cache, "cache_if": cache_if}
+        for name, value in zip(names, args):
+            if given[name] is not None:
+                raise TypeError("%s() got multiple values for argument '%s'" % (where, name))
+            given[name] = value
+        timeout, cache, cache_if = given["timeout"], given["cache"], given["cache_if"]
+    return (_seconds(where, "timeout", timeout), _seconds(where, "cache", cache),
+            _status_codes(where, cache_if))
+
+
 class _Corequest:
-    """What Task, Tasks and Mask share: the five verbs built on dispatch()."""
+    """What Task, Tasks and Mask share: the verbs, built on _dispatch(timeout,
+    cache, cache_if) with the arguments checked once here."""
 
-    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
-        return self.dispatch(timeout, cache, cache_if).fetch()
+    def _where(self, verb):
+        return "%s.%s" % (type(self).__name__, verb)
 
-    def one(self, timeout=None, cache=None, cache_if=(200,)):
-        return self.dispatch(timeout, cache, cache_if).one()
+    def dispatch(self, *args, timeout=None, cache=None, cache_if=None):
+        return self._dispatch(*wait_args(self._where("dispatch"), args, timeout, cache, cache_if))
+
+    def fetch(self, *args, timeout=None, cache=None, cache_if=None):
+        return self._dispatch(*wait_args(self._where("fetch"), args, timeout, cache,
+                                         cache_if)).fetch()
+
+    def one(self, *args, timeout=None, cache=None, cache_if=None):
+        return self._dispatch(*wait_args(self._where("one"), args, timeout, cache,
+                                         cache_if)).one()
 
     def commit(self, timeout=None):
-        self.dispatch(timeout).commit()
+        self._dispatch(_seconds(self._where("commit"), "timeout", timeout), None, (200,)).commit()
 
     def wait(self, timeout=None):
-        return self.dispatch(timeout)
+        return self._dispatch(_seconds(self._where("wait"), "timeout", timeout), None, (200,))
 
-    def dispatch_or_throw(self, timeout=None, cache=None, cache_if=(200,)):
-        return self.dispatch(timeout, cache, cache_if).raise_for_status()
+    def dispatch_or_throw(self, *args, timeout=None, cache=None, cache_if=None):
+        return self._dispatch(*wait_args(self._where("dispatch_or_throw"), args, timeout, cache,
+                                         cache_if)).raise_for_status()
 
     def returning(self, response):
         """Let the work go on in the background and answer now (e.g. 202)."""
@@ -230,7 +294,7 @@ class Task(_Corequest):
         self._result = result
         return result
 
-    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+    def _dispatch(self, timeout, cache, cache_if):
         result = self._outcome(self._timeout if timeout is None else timeout)
         if cache:
             result.cache(cache, cache_if)
@@ -240,20 +304,49 @@ class Task(_Corequest):
         return self.dispatch().cache(timeout, cache_if)
 
 
+def _is_task_list(value):
+    return isinstance(value, (list, tuple)) or (
+        hasattr(value, "__iter__") and not isinstance(value, (_Corequest, str, bytes, dict)))
+
+
 class Tasks(_Corequest):
     """A bundle of corequests waited for together: about the longest of them,
-    not their sum, since every one is already running."""
+    not their sum, since every one is already running.
 
-    def __init__(self, *reqs, timeout=DEFAULT_TIMEOUT, **named):
-        if len(reqs) == 1 and isinstance(reqs[0], (list, tuple)):
-            reqs = reqs[0]
-        self.timeout = timeout
+    Tasks([t1, t2]), Tasks([t1, t2], 3) (3: the timeout), Tasks(t1, t2, timeout=3),
+    Tasks(a=t1, b=t2) (named, for dict()); keyword values that are not
+    corequests are kept in `meta` (user data)."""
+
+    def __init__(self, *reqs, timeout=_MISSING, **named):
+        if reqs and _is_task_list(reqs[0]):
+            if len(reqs) > 2:
+                raise TypeError("Tasks(): a list of tasks may only be followed by the timeout, "
+                                "got %d more arguments" % (len(reqs) - 1))
+            if len(reqs) == 2:
+                if timeout is not _MISSING:
+                    raise TypeError("Tasks() got multiple values for argument 'timeout'")
+                timeout = reqs[1]
+            reqs = list(reqs[0])
+        else:
+            for i, r in enumerate(reqs):
+                if not isinstance(r, _Corequest):
+                    raise TypeError(
+                        "Tasks(): positional argument %d is not a corequest (%r); pass the "
+                        "timeout as Tasks(t1, t2, timeout=N) or Tasks([t1, t2], N), and plain "
+                        "data as was.Mask(value)" % (i + 1, r))
+        self.timeout = _seconds("Tasks", "timeout",
+                                DEFAULT_TIMEOUT if timeout is _MISSING or timeout is None
+                                else timeout)
+        self.meta = {}
         self._tasks = []
         self._names = []
         for r in reqs:
             self.add(r)
         for name, r in named.items():
-            self.add(r, name)
+            if isinstance(r, _Corequest):
+                self.add(r, name)
+            else:
+                self.meta[name] = r
         self._results = None
 
     def add(self, task, name=None):
@@ -270,31 +363,35 @@ class Tasks(_Corequest):
         else:
             self.add(task)
 
-    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+    def _dispatch(self, timeout, cache, cache_if):
         if self._results is None:
             deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
             results = []
             for t in self._tasks:
-                results.append(t.dispatch(max(0.0, deadline - time.monotonic()), cache, cache_if))
+                results.append(t._dispatch(max(0.0, deadline - time.monotonic()), cache, cache_if))
             self._results = results
         return self._results
 
-    def wait(self, timeout=None):
-        return self.dispatch(timeout)
+    def fetch(self, *args, timeout=None, cache=None, cache_if=None):
+        results = self._dispatch(*wait_args("Tasks.fetch", args, timeout, cache, cache_if))
+        return [r.fetch() for r in results]
 
-    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
-        return [r.fetch() for r in self.dispatch(timeout, cache, cache_if)]
-
-    def one(self, timeout=None, cache=None, cache_if=(200,)):
-        return [r.one() for r in self.dispatch(timeout, cache, cache_if)]
+    def one(self, *args, timeout=None, cache=None, cache_if=None):
+        results = self._dispatch(*wait_args("Tasks.one", args, timeout, cache, cache_if))
+        return [r.one() for r in results]
 
     def commit(self, timeout=None):
-        for r in self.dispatch(timeout):
+        for r in self._dispatch(_seconds("Tasks.commit", "timeout", timeout), None, (200,)):
             r.commit()
 
-    def dict(self, timeout=None, cache=None, cache_if=(200,)):
+    def dispatch_or_throw(self, *args, timeout=None, cache=None, cache_if=None):
+        results = self._dispatch(*wait_args("Tasks.dispatch_or_throw", args, timeout, cache,
+                                            cache_if))
+        return [r.raise_for_status() for r in results]
+
+    def dict(self, *args, timeout=None, cache=None, cache_if=None):
         """{name: data} of the tasks given as keywords."""
-        results = self.dispatch(timeout, cache, cache_if)
+        results = self._dispatch(*wait_args("Tasks.dict", args, timeout, cache, cache_if))
         return {n: r.fetch() for n, r in zip(self._names, results) if n is not None}
 
     def cache(self, timeout=60, cache_if=(200,)):
@@ -319,10 +416,11 @@ class Mask(_Corequest):
         self.meta = meta or {}
         self._result = Result(STA_NORMAL, status_code, "OK", data=data, meta=self.meta)
 
-    def dispatch(self, timeout=None, cache=None, cache_if=(200,)):
+    def _dispatch(self, timeout, cache, cache_if):
         return self._result
 
-    def fetch(self, timeout=None, cache=None, cache_if=(200,)):
+    def fetch(self, *args, timeout=None, cache=None, cache_if=None):
+        wait_args("Mask.fetch", args, timeout, cache, cache_if)
         return self._result.data
 
     def cache(self, timeout=60, cache_if=(200,)):

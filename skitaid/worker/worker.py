@@ -9,6 +9,7 @@ import asyncio
 import errno
 import random
 import resource
+import selectors
 import signal
 import socket
 import time
@@ -30,7 +31,12 @@ FD_REPORT_INTERVAL = 60.0   # "out of file descriptors" is logged this often at 
 _NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def new_event_loop():
+def new_event_loop(poller="uvloop"):
+    """uvloop, or (poller epoll/poll/select) asyncio's loop with that selector."""
+    if poller != "uvloop":
+        selector = {"epoll": selectors.EpollSelector, "poll": selectors.PollSelector,
+                    "select": selectors.SelectSelector}[poller]
+        return asyncio.SelectorEventLoop(selector())
     try:
         import uvloop
     except ImportError:     # the plain asyncio loop (epoll) still works
@@ -84,7 +90,7 @@ class Worker:
     # -- life cycle -------------------------------------------------------------
     def run(self):
         """Serve until told to stop; returns the process exit code."""
-        loop = self.loop = new_event_loop()
+        loop = self.loop = new_event_loop(self.config.poller)
         asyncio.set_event_loop(loop)
         try:
             return loop.run_until_complete(self._serve())
