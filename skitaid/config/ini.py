@@ -49,7 +49,8 @@ def read_sections(text: str, file: str, implicit_global: bool = False
         current = by_name["global"] = RawSection(name="global", kind=GLOBAL)
         sections.append(current)
     key_indent = 0                 # a line indented deeper than its key continues the value
-    for line in text.splitlines():
+    first_line = {}                # (section, key) → the line that set it first
+    for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped[0] in ";#":
             continue
@@ -84,8 +85,16 @@ def read_sections(text: str, file: str, implicit_global: bool = False
         cut = min((i for i in (stripped.find("="), stripped.find(":")) if i >= 0), default=-1)
         if cut < 0:
             current.entries.append((stripped, None))
-        else:
-            current.entries.append((stripped[:cut].strip(), stripped[cut + 1:].strip()))
+            continue
+        key, value = stripped[:cut].strip(), stripped[cut + 1:].strip()
+        seen = first_line.setdefault((id(current), key.lower()), number)
+        if seen != number:
+            # one value per key: the later one would silently win
+            problems.append(Problem(file, current.name, key, value,
+                                    "the key once (it is set on line %d already)" % seen,
+                                    line=number))
+            continue
+        current.entries.append((key, value))
     return sections, problems
 
 

@@ -206,3 +206,16 @@ def test_the_global_section(root):
     assert config.log_path == os.path.join(str(root), "logs") and config.user == "www-data"
     build_global(ctx, [RawSection("server", SERVER, [])])
     assert [str(p) for p in ctx.problems] == ["skitaid.conf [server]: expected a [global] section"]
+
+
+def test_a_key_set_twice_is_an_error_naming_both_lines():
+    from skitaid.config.ini import read_sections
+    text = ("[server]\nport = 5000\nthreads = 4\n\n[server]\nPort = 5001\n"
+            "[routes:line]\ndefault\n/ = static\n/ = app.py:app\n")
+    sections, problems = read_sections(text, "web.conf")
+    assert [p.located() for p in problems] == [
+        "web.conf:6 [server] Port: found '5001', expected the key once "
+        "(it is set on line 2 already)"]
+    # repeated route prefixes stay several targets at one path
+    routes = [s for s in sections if s.kind == ROUTES][0]
+    assert [e for e in routes.entries if e[0] == "/"] == [("/", "static"), ("/", "app.py:app")]
