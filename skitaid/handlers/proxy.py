@@ -27,8 +27,7 @@ import asyncio
 import time
 
 from ..body import EMPTY_BODY
-from ..http.headers import (BODY_METHODS, HOP_BY_HOP, bad_value, header_tokens,
-                            is_request_target, is_token)
+from ..http.headers import BODY_METHODS, HOP_BY_HOP, bad_value, header_tokens, is_token
 from ..logs import error_log
 from ..corequest.client import ConnectFailed
 from ..context import adopt_txn_ids
@@ -76,6 +75,10 @@ def wants_websocket(exchange):
 
 class _Retry(Exception):
     """The member failed before answering and the request may go to another."""
+
+
+class _Unwritable(Exception):
+    """The request writer refused the method, target or a field (a 400)."""
 
 
 class _Stream:
@@ -205,9 +208,9 @@ class ProxyHandler:
         return path + ("?" + request.query if request.query else "")
 
     def _headers(self, request, upgrade=False):
-        """The client's fields as the backend gets them, plus X-Forwarded-*;
-        None when a field cannot be forwarded as it is (a 400). Host and the
-        framing are not in it: the request writer makes them."""
+        """The client's fields as the backend gets them, plus X-Forwarded-*.
+        Host and the framing are not in it: the request writer makes them, and
+        refuses (a 400) a field it cannot write as it is."""
         named = set()
         for name, value in request.headers:
             if name == "connection":
@@ -221,8 +224,6 @@ class ProxyHandler:
         forwarded_for = None
         cookie_at = None
         for name, value in request.headers:
-            if not is_token(name) or bad_value(value):
-                return None
             if name in named or "_" in name:
                 continue
             if name in drop:
@@ -265,14 +266,7 @@ class ProxyHandler:
             if gtxid:           # passed on as they are; kept for the request log
                 adopt_txn_ids(request, gtxid, request.header("x-ltxn-id"))
         framing = request_framing(request)
-        if (framing is not None and framing is not CHUNKED and framing < 0) \
-                or not is_token(request.method) or not is_request_target(target):
-            exchange.respond(*error_response(400))
-            return
         headers = self._headers(request, upgrade)
-        if headers is None:
-            exchange.respond(*error_response(400))
-            return
         has_body = bool(framing)
         retry_ok = request.method in IDEMPOTENT and not has_body
         tried = 0
@@ -290,6 +284,9 @@ class ProxyHandler:
                 cluster.failed(member)
                 error_log.warning("proxy @%s: member %s: %s", cluster.name, member, e)
                 continue
+            except _Unwritable:
+                status = 400        # the same for every member: no other is tried
+                break
             except _Retry as e:
                 error_log.warning("proxy @%s: member %s failed before answering: %s",
                                   cluster.name, member, e.args[0])
@@ -320,9 +317,12 @@ class ProxyHandler:
         sent_body = False
         timer = None
         try:
-            conn.start(stream, request.method, target, headers, host_header, None,
-                       length=None if framing is CHUNKED else framing,
-                       chunked=framing is CHUNKED)
+            try:
+                conn.start(stream, request.method, target, headers, host_header, None,
+                           length=None if framing is CHUNKED else framing,
+                           chunked=framing is CHUNKED)
+            except ValueError as e:     # nothing was written: the head was refused whole
+                raise _Unwritable(str(e))
             cluster.succeeded(member)
             if framing:
                 sent_body = True

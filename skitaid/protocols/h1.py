@@ -47,9 +47,6 @@ class _Stop(Exception):
     """Raised inside on_message_complete: no request after this one is read."""
 
 
-_bad_value = bad_value     # (old private name, still imported by the corequest clients)
-
-
 class _BodyReader:
     """Parser callbacks for the body of an Upgrade request that is not
     upgraded (see H1Connection._body_after_upgrade): llhttp ends such a

@@ -44,7 +44,7 @@ from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Request
-from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, trailer_fields
+from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, is_token, trailer_fields
 from ..http_status import plain_error, status_code
 from . import dates
 from .base import Connection, addresses
@@ -69,7 +69,6 @@ MALFORMED = ErrorCodes.PROTOCOL_ERROR
 # What the request's pseudo-header fields may hold (RFC 9113 8.3.1, RFC 9110
 # 9.1 token, RFC 3986 scheme and authority without userinfo). Anything else
 # could turn into a different request line on the way to an HTTP/1.1 backend.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)"
                         r"(?::[0-9]{0,5})?")
@@ -79,7 +78,7 @@ _PATH = re.compile(r"/[\x21-\x7e]*")      # origin-form: no SP, HTAB, CTL, DEL o
 def malformed_pseudo(method, scheme, path, authority):
     """True when the pseudo-header fields of a request do not make a request
     line that means one thing (`h2` has already checked which are present)."""
-    if method is None or not _TOKEN.fullmatch(method):
+    if method is None or not is_token(method):
         return True
     if authority is not None and not _AUTHORITY.fullmatch(authority):
         return True
@@ -100,7 +99,7 @@ def _field(name, value):
     a token (or a pseudo-header), CR, LF or NUL in the value, a character
     latin-1 cannot hold. Surrounding blanks are not part of a value (RFC 9110
     5.5) and HTTP/2 forbids them (RFC 9113 8.2.1)."""
-    if not _TOKEN.fullmatch(name) or bad_value(value):
+    if not is_token(name) or bad_value(value):
         raise ValueError("response header %r cannot be sent" % name)
     return name.encode("latin-1"), value.strip(" \t").encode("latin-1")
 
@@ -533,7 +532,7 @@ class H2Connection(Connection):
                     # :protocol: extended CONNECT was never offered (RFC 8441 3)
                     return self._malformed(sid, now)
             else:
-                if not _TOKEN.fullmatch(name):
+                if not is_token(name):
                     return self._malformed(sid, now)
                 if name == "host":
                     if host is None:
