@@ -15,7 +15,7 @@ import httptools
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Request, host_without_port
 from ..http.headers import bad_value, trailer_fields
-from ..http_status import status_code, status_line
+from ..http_status import plain_error, status_code, status_line
 from . import dates, h2c
 from .base import Batched, addresses, input_waiting
 from .framing import FramedExchange, add_waiter, bodiless, wake
@@ -45,6 +45,18 @@ class _Reject(Exception):
 
 class _Stop(Exception):
     """Raised inside on_message_complete: no request after this one is read."""
+
+
+def _closing_answer(status, detail, version="1.1", head_only=False):
+    """A protocol-level answer (http_status.plain_error) that ends the
+    connection: (its bytes, the body bytes among them)."""
+    code, headers, body = plain_error(status, detail)
+    fields = "".join("%s: %s\r\n" % h for h in headers).encode("latin-1")
+    head = (status_line(code, version) + dates.header() + SERVER_HEADER + fields
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    if head_only:
+        return head, 0
+    return head + body, len(body)
 
 
 class _BodyReader:
@@ -157,11 +169,8 @@ class H1Exchange(FramedExchange):
         self.head_sent = True
         self.chunked = False
         self.keep_alive = False
-        body = b"" if self.request.method == "HEAD" else b"500 Internal Server Error\n"
-        self.conn.send(status_line(500, self.version) + dates.header() + SERVER_HEADER
-                       + b"Content-Type: text/plain\r\nContent-Length: 26\r\n"
-                         b"Connection: close\r\n\r\n" + body)
-        self.sent = len(body)
+        page, self.sent = _closing_answer(500, None, self.version, self.request.method == "HEAD")
+        self.conn.send(page)
         self.finish()
         self.closed = True
 
@@ -828,10 +837,7 @@ class H1Connection(Batched):
             self._pause_reading()
 
     def _send_error(self, status, detail):
-        body = ("%d %s\n" % (status, detail)).encode("latin-1", "replace")
-        head = status_line(status) + dates.header() + SERVER_HEADER
-        self.send(head + b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n" % len(body) + body)
+        self.send(_closing_answer(status, detail)[0])
         self._linger()
 
     def _linger(self):
