@@ -21,6 +21,8 @@ class Route:
     kind: str                   # STATIC | APP | ALIAS
     target: Any                 # directory path, WSGI callable, app spec string, or alias string
     source: str = ""            # where it was defined, for error messages ("file [section] key")
+    debug: Optional[bool] = None   # this mount's own debug pages (pref.debug, app.debug); None: the server's
+    reload: bool = False        # watched by the development reloader (pref.use_reloader)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class ServerConfig:
     proxy_connect_ports: Tuple[int, ...] = (443,)   # ports a CONNECT tunnel may go to
     tunnel_timeout: float = 300.0          # a tunnel (proxied WebSocket, CONNECT) idle this long closes
     debug: bool = False
+    devel: bool = False                    # development mode: debug pages, source watcher, no max-age
     request_log: bool = True               # False → no request log at all
     request_log_file: str = ""             # "" → console (stderr), else this file (reopened on USR1)
     log_off: Tuple[str, ...] = ()          # "/static/" prefixes, "*.css" suffixes
