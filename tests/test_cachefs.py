@@ -315,3 +315,47 @@ def test_client_no_cache_rules(backend, proxy):
     p = proxy(more={"client_no_cache": "revalidate"})
     assert get(p.port, "/nc?cc=max-age=60&etag=n",
                {"Cache-Control": "no-cache"}).header("X-Cache") == "REVALIDATED"
+
+
+WAS_APP = r'''
+import json, os
+import skitaid
+from skitaid import was
+skitaid.alias("@b", "http", [os.environ["MEMBER"]])
+skitaid.register_cache_keys("items")
+skitaid.enable_cachefs("4M", "16M", os.environ["CACHE"])
+
+def app(env, start):
+    path = env["PATH_INFO"]
+    if path == "/update":
+        was.setlu("items")
+        out = {}
+    else:
+        kw = {"use_cache": {"off": False, "lu": was.getlu("items")}.get(env["QUERY_STRING"], True)}
+        r = was.get("@b/w?cc=max-age=60&etag=w", **kw).dispatch(10)
+        out = {"status": r.status_code, "x": r.get_header("X-Cache"), "body": r.content.decode()}
+    body = json.dumps(out).encode()
+    start("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+skitaid.mount("/", app)
+skitaid.run(port=int(os.environ["PORT"]), threads=4, request_log=False)
+'''
+
+
+def test_was_calls_use_the_cache(serve, backend, tmp_path):
+    a = serve(WAS_APP, env={"MEMBER": "127.0.0.1:%d" % backend.port,
+                            "CACHE": str(tmp_path / "was-cache")}, filename="wasapp.py")
+    first = fetch(a.port, "/").json()
+    assert first["status"] == 200 and first["x"] == "MISS"
+    again = fetch(a.port, "/").json()
+    assert again["x"] == "HIT" and again["body"] == first["body"]
+    assert len(hits(backend, "/w")) == 1
+    # use_cache=False looks in no cache
+    assert fetch(a.port, "/?off").json()["x"] != "HIT"
+    assert len(hits(backend, "/w")) == 2
+    # a setlu key: entries stored before the update are not used (revalidated: ETag)
+    assert fetch(a.port, "/?lu").json()["x"] == "HIT"
+    fetch(a.port, "/update")
+    assert fetch(a.port, "/?lu").json()["x"] == "REVALIDATED"
+    assert hits(backend, "/w")[-1]["inm"] == '"w"'
