@@ -32,6 +32,7 @@ from ..logs import error_log
 from ..corequest.client import ConnectFailed
 from ..context import adopt_txn_ids
 from .errors import error_response
+from .proxy_cache import through_cache
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
@@ -181,6 +182,10 @@ class _Stream:
 
 
 class ProxyHandler:
+    # what the cache (proxy_cache.py) builds its sinks on
+    Stream = _Stream
+    framing = staticmethod(request_framing)
+
     def __init__(self, target, prefix, worker):
         name, slash, sub = target[1:].partition("/")
         self.alias = name
@@ -271,7 +276,6 @@ class ProxyHandler:
         Through the cache when the server has one; `sink` (a _Stream class) and
         `headers` are the cache's own ways of sending a request on."""
         if sink is None and not upgrade and self.cache is not None:
-            from .proxy_cache import through_cache
             await through_cache(self, exchange, cluster, target, self.cache)
             return
         request = exchange.request

@@ -21,7 +21,6 @@ from ..corequest.client import ConnectFailed, ProtocolError, http_request
 from ..http.headers import HOP_BY_HOP
 from ..logs import error_log
 from .errors import error_response
-from .proxy import _Stream, request_framing
 
 # a client's conditionals go to the backend only on requests the cache does not take:
 # a miss must fetch the whole response to keep it, and answers the client's itself
@@ -60,9 +59,10 @@ def _with_status(cache, word):
     return ((header, word),) if header else ()
 
 
-class _Tee(_Stream):
-    """Relays the backend's response like _Stream and keeps a copy of a
-    storable one for the cache (up to max_entry bytes)."""
+class _Tee:
+    """Mixed into the proxy's sink (handler.Stream): relays the backend's
+    response as it does and keeps a copy of a storable one for the cache (up
+    to max_entry bytes)."""
 
     cache = base = request_headers = None   # set by the factory below
 
@@ -107,9 +107,9 @@ class _Tee(_Stream):
         super().on_end(keep_alive)
 
 
-def _tee(cache, base, request_headers):
+def _tee(handler, cache, base, request_headers):
     started = time.time()
-    return type("Tee", (_Tee,), {"cache": cache, "base": base,
+    return type("Tee", (_Tee, handler.Stream), {"cache": cache, "base": base,
                                  "request_headers": request_headers,
                                  "request_time": started})
 
@@ -125,9 +125,9 @@ async def through_cache(handler, exchange, cluster, target, cache):
     request = exchange.request
     o = cache.options
     rh = request.headers
-    if rules.request_bypass(request.method, rh, o.client_no_cache) or request_framing(request):
+    if rules.request_bypass(request.method, rh, o.client_no_cache) or handler.framing(request):
         cache.count("bypass")
-        await handler.forward(exchange, cluster, target, sink=_bypass(cache))
+        await handler.forward(exchange, cluster, target, sink=_bypass(handler, cache))
         return
     base = cache_key(request)
     started = time.time()
@@ -148,7 +148,7 @@ async def through_cache(handler, exchange, cluster, target, cache):
             return
         if entry is None:
             cache.count("misses")
-            await handler.forward(exchange, cluster, target, sink=_tee(cache, base, rh),
+            await handler.forward(exchange, cluster, target, sink=_tee(handler, cache, base, rh),
                                   headers=_backend_headers(handler, request))
         else:
             await _refresh(handler, exchange, cluster, target, cache, base, entry)
@@ -157,10 +157,10 @@ async def through_cache(handler, exchange, cluster, target, cache):
             cache.release(base)
 
 
-def _bypass(cache):
+def _bypass(handler, cache):
     extra = _with_status(cache, "BYPASS")
 
-    class Bypass(_Stream):
+    class Bypass(handler.Stream):
         def on_head(self, status, reason, headers, conn):
             self.extra = extra
             super().on_head(status, reason, headers, conn)
@@ -186,7 +186,7 @@ async def _refresh(handler, exchange, cluster, target, cache, base, entry):
             cache.forget(entry)
             cache.count("misses")
             await handler.forward(exchange, cluster, target,
-                                  sink=_tee(cache, base, request.headers),
+                                  sink=_tee(handler, cache, base, request.headers),
                                   headers=_backend_headers(handler, request))
             return
         why = "error"
