@@ -18,7 +18,8 @@ HEAD_SIZE = _HEAD.size
 
 class Entry:
     __slots__ = ("key", "url", "status", "reason", "headers", "body", "request_time",
-                 "response_time", "stored", "vary", "_lifetime")
+                 "response_time", "stored", "vary", "_lifetime", "_initial_age", "_no_cache",
+                 "served")
 
     def __init__(self, key, url, status, reason, headers, body, request_time, response_time,
                  stored, vary=None):
@@ -33,6 +34,9 @@ class Entry:
         self.stored = stored            # when it was written: setlu thresholds compare this
         self.vary = vary                # a Vary record: the names, and no response
         self._lifetime = -1
+        self._initial_age = None    # corrected initial age (RFC 9111 4.2.3), on first use
+        self._no_cache = None
+        self.served = None          # the headers a hit sends, made once (store.Cache)
 
     @classmethod
     def vary_record(cls, key, url, names, now):
@@ -49,10 +53,15 @@ class Entry:
         return self._lifetime
 
     def age(self, now):
-        return rules.current_age(self.headers, self.request_time, self.response_time, now)
+        if self._initial_age is None:
+            self._initial_age = rules.current_age(self.headers, self.request_time,
+                                                  self.response_time, self.response_time)
+        return self._initial_age + max(0.0, now - self.response_time)
 
     def fresh(self, now):
-        return not rules.must_revalidate(self.headers) and self.age(now) < self.lifetime()
+        if self._no_cache is None:
+            self._no_cache = rules.must_revalidate(self.headers)
+        return not self._no_cache and self.age(now) < self.lifetime()
 
     def staleness(self, now):
         """Seconds past its freshness (0 while fresh)."""

@@ -129,8 +129,11 @@ class Cache:
     def served_headers(self, entry, now, status):
         """The stored fields as a response from the cache sends them: with Age
         and the status header (X-Cache)."""
-        out = [(k, v) for k, v in entry.headers if k.lower() not in NOT_SERVED]
-        out.append(("Age", str(int(entry.age(now)))))
+        kept = entry.served
+        if kept is None:
+            kept = entry.served = [(k, v) for k, v in entry.headers
+                                   if k.lower() not in NOT_SERVED]
+        out = kept + [("Age", str(int(entry.age(now))))]
         if self.options.status_header:
             out.append((self.options.status_header, status))
         return out

@@ -32,7 +32,7 @@ from ..logs import error_log
 from ..corequest.client import ConnectFailed
 from ..context import adopt_txn_ids
 from .errors import error_response
-from .proxy_cache import through_cache
+from .proxy_cache import serve_fresh, through_cache
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
@@ -205,6 +205,9 @@ class ProxyHandler:
         return cluster
 
     def handle(self, exchange, resolved=None):
+        cache = self.cache
+        if cache is not None and serve_fresh(self, exchange, cache):
+            return          # a fresh entry: answered here, no task
         self.loop.create_task(self._proxy(exchange))
 
     def _upstream_target(self, request):
