@@ -98,7 +98,12 @@ class Engine:
     def start_cachefs(self, config):
         """The HTTP cache of proxied responses and `was` calls ([cachefs])."""
         from ..cachefs.store import Cache, Options
-        self.cachefs = Cache(Options.from_config(config), self.loop)
+        try:
+            self.cachefs = Cache(Options.from_config(config), self.loop)
+        except OSError as e:
+            raise RuntimeError("cachefs: cannot use %s: %s (the [cachefs] path must be a "
+                               "directory the workers' user can write)"
+                               % (config.path, e.strerror or e)) from None
         self._tick_cachefs()
 
     def _tick_cachefs(self):

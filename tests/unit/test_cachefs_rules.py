@@ -128,3 +128,23 @@ def test_disk_tier(tmp_path):
     assert d.purge("/x") == n
     assert d.entries() == [] and d.read_state()["epoch"] == 1
     assert d.purges_since(0)[1] == ["/x"]
+
+
+def test_cachefs_section_ini_and_yaml(tmp_path):
+    from skitaid.config import ini, yamlfile
+    from skitaid.config.cachefs import with_default_path
+    (tmp_path / "web.conf").write_text(
+        "[server]\nport = 5000\n[routes:line]\n/ = /tmp\n[cachefs]\nmemmax = 10M\n"
+        "diskmax = 1G\nuse_stale = error, timeout\ncache_status_header = no\n")
+    server, problems = ini.parse_server(str(tmp_path / "web.conf"), str(tmp_path), "web")
+    assert problems == []
+    c = server.cachefs
+    assert (c.memmax, c.diskmax, c.use_stale, c.status_header) == (
+        10 << 20, 1 << 30, ("error", "timeout"), "")
+    assert with_default_path(server, "/var/x").cachefs.path == "/var/x/cache/web"
+    (tmp_path / "api.yaml").write_text(
+        "server:\n  port: 5001\nroutes:\n  /: /tmp\ncachefs:\n  diskmax: 5M\n  path: c\n"
+        "  client_no_cache: sometimes\n")
+    server, problems = yamlfile.parse_server(str(tmp_path / "api.yaml"), str(tmp_path), "api")
+    assert [(p.section, p.key) for p in problems] == [("cachefs", "client_no_cache")]
+    assert "ignore or revalidate" in str(problems[0])
