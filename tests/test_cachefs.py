@@ -359,3 +359,20 @@ def test_was_calls_use_the_cache(serve, backend, tmp_path):
     fetch(a.port, "/update")
     assert fetch(a.port, "/?lu").json()["x"] == "REVALIDATED"
     assert hits(backend, "/w")[-1]["inm"] == '"w"'
+
+
+def test_unsafe_method_invalidates(backend, proxy):
+    p = proxy(memmax=0)         # one tier to look at: the disk, shared by any worker
+    get(p.port, "/inv?cc=max-age=60")
+    assert get(p.port, "/inv?cc=max-age=60").header("X-Cache") == "HIT"
+    r = fetch(p.port, "/inv?cc=max-age=60", "POST", body=b"x", host="site.test", timeout=20)
+    assert r.status == 200 and r.header("X-Cache") == "BYPASS"
+    assert get(p.port, "/inv?cc=max-age=60").header("X-Cache") == "MISS"
+
+
+def test_head_miss_is_passed_on(backend, proxy):
+    p = proxy()
+    h = get(p.port, "/hd?cc=max-age=60", method="HEAD")
+    assert h.status == 200 and h.body == b"" and h.header("X-Cache") == "MISS"
+    assert get(p.port, "/hd?cc=max-age=60").header("X-Cache") == "MISS"
+    assert get(p.port, "/hd?cc=max-age=60").header("X-Cache") == "HIT"

@@ -114,10 +114,15 @@ class Cache:
             self.disk.put(entry)
 
     def forget(self, entry):
+        self.drop(entry.key)
+
+    def drop(self, key):
+        """Remove `key` (a URL's base key: its Vary record takes its variants
+        out of reach) from this worker's memory and from the disk."""
         if self.memory is not None:
-            self.memory.remove(entry.key)
+            self.memory.remove(key)
         if self.disk is not None:
-            self.disk.remove(entry.key)
+            self.disk.remove(key)
 
     def purge(self, prefix=""):
         if self.memory is not None:

@@ -24,6 +24,7 @@ from .errors import error_response
 
 # a client's conditionals go to the backend only on requests the cache does not take:
 # a miss must fetch the whole response to keep it, and answers the client's itself
+SAFE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 CONDITIONALS = frozenset(("if-none-match", "if-modified-since", "if-match",
                           "if-unmodified-since", "if-range"))
 
@@ -150,7 +151,11 @@ async def through_cache(handler, exchange, cluster, target, cache):
     rh = request.headers
     if rules.request_bypass(request.method, rh, o.client_no_cache) or handler.framing(request):
         cache.count("bypass")
-        await handler.forward(exchange, cluster, target, sink=_bypass(handler, cache))
+        sink = _bypass(handler, cache)
+        await handler.forward(exchange, cluster, target, sink=sink)
+        if request.method not in SAFE and 200 <= sink.status < 400:
+            # an unsafe method that worked changed what the URL holds (RFC 9111 4.4)
+            cache.drop(cache_key(request))
         return
     base = cache_key(request)
     started = time.time()
@@ -184,8 +189,11 @@ def _bypass(handler, cache):
     extra = _with_status(cache, "BYPASS")
 
     class Bypass(handler.Stream):
+        status = 0              # the last answer's, on the class: forward() makes instances
+
         def on_head(self, status, reason, headers, conn):
             self.extra = extra
+            type(self).status = status
             super().on_head(status, reason, headers, conn)
     return Bypass
 
