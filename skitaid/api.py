@@ -15,7 +15,8 @@ import types
 from dataclasses import fields, replace
 
 from .apps import find_app_file
-from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, CacheConfig, Config, GatewayConfig, GlobalConfig,
+from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, CacheConfig, Config, GatewayConfig,
+                           GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)

@@ -13,8 +13,8 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from .build import (ALIAS_SECTION, CACHEFS, GATEWAY, GLOBAL, ROUTES, SERVER, FileContext, RawSection,
-                    build_global, build_server)
+from .build import (ALIAS_SECTION, CACHEFS, GATEWAY, GLOBAL, ROUTES, SERVER, FileContext,
+                    RawSection, build_global, build_server)
 from .errors import Problem
 from .model import GlobalConfig, ServerConfig
 from .where import add_lines
