@@ -532,6 +532,9 @@ def build_config(**options):
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
     from .config.cachefs import with_default_path
     server = with_default_path(server, global_kw["var_path"])
+    from .config.quic import quic_problems
+    for key, expected in quic_problems(vars(server)):
+        raise ValueError("skitaid.run(%s=%r): needs %s" % (key, getattr(server, key), expected))
     return Config(GlobalConfig(**global_kw), (server,))
 
 

@@ -5,6 +5,7 @@
     serve_skitaid.py --port 18080 --threads 4 --app /path/to/hello.py:app
     serve_skitaid.py --port 18080 --threads 4 --static /some/dir
     serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem
+    serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem --quic 18443
     serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081
     serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081 --cachefs /tmp/cache
 
@@ -52,6 +53,7 @@ def main(argv=None):
     p.add_argument("--address", default="127.0.0.1")
     p.add_argument("--certfile", help="serve TLS (h2 and http/1.1 by ALPN)")
     p.add_argument("--keyfile")
+    p.add_argument("--quic", type=int, default=0, help="also HTTP/3 on this UDP port")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--app", help="module:callable or /path/file.py:callable")
     what.add_argument("--static", metavar="DIR", help="directory to serve")
@@ -81,7 +83,7 @@ def main(argv=None):
         skitaid.enable_ssl(os.path.abspath(args.certfile),
                            os.path.abspath(args.keyfile) if args.keyfile else None)
     skitaid.run(address=args.address, port=args.port, threads=args.threads,
-                request_log=False)
+                request_log=False, **({"quic": args.quic} if args.quic else {}))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from . import values as v
 from .errors import Problem
+from .quic import quic_problems
 from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, GlobalConfig,
                     HostCert, HostGroup, Limits, Member, Route, ServerConfig)
 
@@ -116,6 +117,9 @@ _SERVER_KEYS = {
     "max_rss": ("max_rss", v.size),
     "http2": ("http2", v.boolean),
     "forward": ("forward", v.forward),
+    "quic": ("quic", v.integer(1, 65535)),
+    "alt_svc_port": ("alt_svc_port", v.integer(1, 65535)),
+    "quic_retry": ("quic_retry", v.boolean),
     "pythonpath": ("pythonpath", v.paths),
     "working_dir": ("working_dir", v.text("a directory")),
     # limits
@@ -164,6 +168,9 @@ def _server_keys(ctx, sections):
     if kw.get("forward") and kw["forward"][0] == kw.get("port", ServerConfig.port):
         sec, key, value = where["forward"]
         ctx.problem(sec, key, value, "a forward port other than the server's port")
+    for key, expected in quic_problems(kw):
+        sec, name, value = where[key]
+        ctx.problem(sec, name, value, expected)
     return kw, Limits(**limits)
 
 

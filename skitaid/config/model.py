@@ -192,6 +192,17 @@ class ServerConfig:
     http2: bool = True                     # h2 by ALPN over TLS, h2c (preface or Upgrade) in clear
     # (http port, https port, domain): a listener answering 301 to https://; () → none
     forward: Tuple[Any, ...] = ()
+    # --- HTTP/3 (protocols/h3.py) ---
+    quic: int = 0                          # UDP port for HTTP/3 over QUIC (0: off); needs ssl
+    alt_svc_port: int = 0                  # the port Alt-Svc advertises (0: the quic port)
+    quic_retry: bool = False               # always validate client addresses with a Retry
+
+    @property
+    def alt_svc(self) -> str:
+        """The Alt-Svc value HTTP/1.1 and HTTP/2 responses carry ("" without quic)."""
+        if not self.quic:
+            return ""
+        return 'h3=":%d"; ma=86400' % (self.alt_svc_port or self.quic)
 
     @property
     def unix_path(self) -> str:

@@ -58,10 +58,11 @@ def boot_failure(e):
 
 
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
-                close, tls_context=None, link=None):
+                close, tls_context=None, link=None, quic_socket=None):
     """Runs in the child after fork(); never returns.
 
-    `link`: the worker's end of its channel to the master (channel.MasterLink)."""
+    `link`: the worker's end of its channel to the master (channel.MasterLink);
+    `quic_socket`: this worker's UDP socket for HTTP/3 (daemon/udp.py), or None."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -84,7 +85,8 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         from ..worker.worker import Worker
         preload_handlers(server)
         worker = Worker(server, sockets, index, request_log_path, slot,
-                        forward_sockets=forward_sockets, tls_context=tls_context, link=link)
+                        forward_sockets=forward_sockets, tls_context=tls_context, link=link,
+                        quic_socket=quic_socket)
         worker.tls_context()            # (built by the master; else here: keys may be root's only)
         prctl = _prctl()
         if credentials is not None:

@@ -17,6 +17,7 @@ from . import control, systemd
 from .channel import MasterLink, WorkerChannel
 from .child import set_title, worker_main
 from . import listeners, orphans
+from .udp import QuicGroups
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
@@ -45,6 +46,7 @@ class Master:
         self.pools = {}                # server name → ServerPool
         self.draining = []             # pools of servers removed by a reload, still stopping
         self.listeners = {}            # listen_key → socket
+        self.quic = QuicGroups()       # HTTP/3: (address, quic port) → a UDP socket per worker
         self.signals = []
         self.scoreboard = None
         self.selector = None
@@ -155,6 +157,13 @@ class Master:
                         message += " (%s)" % held if held else ""
                     raise _StartError(message)
             self.listeners[key] = sock
+        if server.quic:
+            try:
+                self.quic.ensure(server.address, server.quic, server.processes)
+            except OSError as e:
+                raise _StartError(str(listeners.ListenError(
+                    server.name, "udp %s (quic)" % listeners.display(server.address, server.quic),
+                    e)))
 
     def _tls_context(self, server):
         """The SSL context _listen built for the server's workers (None: no TLS)."""
@@ -277,6 +286,7 @@ class Master:
         elif sig == signal.SIGTTOU:
             for pool in self.pools.values():
                 pool.shrink()
+            self._fit_quic()
 
     def _reap(self):
         while True:
@@ -343,6 +353,8 @@ class Master:
         # every generation's listeners stay in self.listeners while in use
         keep = set(id(s) for s in gen.sockets)
         close = [s for s in self.listeners.values() if id(s) not in keep]
+        quic = self.quic.socket(server.address, server.quic, index) if server.quic else None
+        close += [s for s in self.quic.all() if s is not quic]
         if self.control is not None:
             close.append(self.control)
         if self.selector is not None:
@@ -368,7 +380,7 @@ class Master:
             main, forward = gen.sockets[:1], gen.sockets[1:]
             worker_main(server, main, forward, index, self.scoreboard.slot(slot),
                         self._credentials.get(server.name), request_log, close, gen.tls,
-                        MasterLink(channel.worker_end, master_pid))
+                        MasterLink(channel.worker_end, master_pid), quic_socket=quic)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         channel.forked()
         self._channels[pid] = channel
@@ -475,6 +487,24 @@ class Master:
             if id(sock) not in used:
                 del self.listeners[key]
                 listeners.close_listener(sock)
+        self._fit_quic()
+
+    def _fit_quic(self):
+        """Keep as many UDP sockets per quic port as workers read them: a socket
+        nobody reads would swallow its share of the clients (daemon/udp.py)."""
+        wanted = {}
+        for pool in self._all_pools():
+            # the current generation has pool.target workers (TTIN/TTOU change it)
+            sizes = [(pool.current.config, pool.target)]
+            if pool.pending is not None:
+                sizes.append((pool.pending.config, pool.pending.config.processes))
+            if pool.deferred is not None:
+                sizes.append((pool.deferred[0], pool.deferred[0].processes))
+            for c, n in sizes:
+                if c.quic:
+                    key = (c.address, c.quic)
+                    wanted[key] = max(wanted.get(key, 0), n)
+        self.quic.fit(wanted)
 
     def stop(self, graceful=True):
         if self.stopping and graceful:
@@ -577,6 +607,7 @@ class Master:
                 pass
         for sock in self.listeners.values():
             listeners.close_listener(sock)
+        self.quic.close()
         if self.pidfile is not None:
             self.pidfile.remove()
         for fd in (self._wake_r, self._wake_w):

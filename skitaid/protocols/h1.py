@@ -119,6 +119,8 @@ class H1Exchange(FramedExchange):
             announced = length      # (what _announced_length says for a plain 200)
         else:
             announced = self._announced_length(code, explicit_length, length)
+        if self.conn.alt_svc:
+            lines.append(self.conn.alt_svc)      # HTTP/3 on a UDP port (protocols/h3.py)
         if announced is not None:
             lines.append("Content-Length: %s\r\n" % announced)
         elif bodiless(code):
@@ -291,6 +293,8 @@ class H1Connection(Batched):
 
     def __init__(self, worker: ConnectionHost, scheme="http"):
         super().__init__(worker, scheme)
+        alt = worker.config.alt_svc
+        self.alt_svc = "Alt-Svc: %s\r\n" % alt if alt else ""
         self.fd = None
         self.parser = httptools.HttpRequestParser(self)
         self.state = IDLE

@@ -189,6 +189,8 @@ class H2Exchange(FramedExchange):
         code = status_code(status)
         self.status = code
         out = [(":status", str(code)), ("date", dates.value()), ("server", "skitaid")]
+        if self.conn.alt_svc:
+            out.append(("alt-svc", self.conn.alt_svc))     # HTTP/3 (protocols/h3.py)
         explicit = None
         for name, value in headers:
             lname = name.lower()
@@ -315,6 +317,7 @@ class H2Connection(Connection):
 
     def __init__(self, worker: ConnectionHost, scheme="http"):
         super().__init__(worker, scheme)
+        self.alt_svc = worker.config.alt_svc
         # inbound validation stays on: it refuses CR, LF and NUL in values,
         # upper-case names and connection-specific fields
         config = H2Configuration(client_side=False, header_encoding="latin-1",

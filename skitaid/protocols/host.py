@@ -20,6 +20,7 @@ class HostConfig(Protocol):
     `limits` or as constructor arguments)."""
 
     http2: bool         # cleartext HTTP/1.1 may hand over to h2c
+    alt_svc: str        # Alt-Svc of HTTP/1.1 and HTTP/2 responses ("": none; HTTP/3)
 
 
 @runtime_checkable

@@ -50,7 +50,7 @@ class Worker:
     (handlers/wsgi.py): those contracts list what they may use of it."""
 
     def __init__(self, config, sockets, worker_id=0, request_log_path=None, slot=None,
-                 forward_sockets=(), tls_context=None, link=None):
+                 forward_sockets=(), tls_context=None, link=None, quic_socket=None):
         self.config = config
         self.limits = config.limits
         self.sockets = sockets
@@ -66,6 +66,10 @@ class Worker:
         self._stalled = False
         # built by the master before fork: every worker shares its ticket key
         self._tls_context = tls_context
+        # HTTP/3: this worker's UDP socket (daemon/udp.py), its QUIC settings, the endpoint
+        self.quic_socket = quic_socket
+        self._quic_config = None
+        self.quic = None
         self.loop = None
         self.pool = None
         self.router = None
@@ -116,6 +120,12 @@ class Worker:
         for sock in self.sockets:
             server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls)
             self.servers.append(server)
+        if self.quic_socket is not None:
+            from ..protocols.h3 import QuicEndpoint
+            self.tls_context()
+            _, self.quic = await loop.create_datagram_endpoint(
+                lambda: QuicEndpoint(self, self._quic_config, config.quic_retry),
+                sock=self.quic_socket)
         if self.forward_sockets:
             _, https_port, domain = config.forward
             for sock in self.forward_sockets:
@@ -160,6 +170,10 @@ class Worker:
         if self._tls_context is None and self.config.ssl:
             from ..tlsctx import config_context
             self._tls_context = config_context(self.config)
+        if self._quic_config is None and self.quic_socket is not None:
+            # the QUIC stack has TLS of its own: its certificate is read now too
+            from ..protocols.h3 import quic_configuration
+            self._quic_config = quic_configuration(self.config)
         return self._tls_context
 
     def _terminated(self):
@@ -195,6 +209,8 @@ class Worker:
                        "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
             server.close()       # stop accepting; the sockets stay for the master
+        if self.quic is not None:
+            self.quic.stop_accepting()
         now = time.monotonic()
         deadline = now + (self.config.graceful_timeout if graceful else 0)
         # a handshake takes milliseconds; a client silent in mid-handshake must not
@@ -216,6 +232,9 @@ class Worker:
         for conn in list(self.connections):
             conn.close_now()
         self._sweep_handle.cancel()
+        if self.quic is not None:
+            self.quic.flush()
+            self.quic.close()
         if self.pool is not None:
             self.pool.shutdown(timeout=1.0)
         stop_worker_engine()

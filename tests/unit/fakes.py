@@ -22,6 +22,7 @@ class FakeConfig:
 
     def __init__(self, http2=False):
         self.http2 = http2
+        self.alt_svc = ""
 
 
 class FakeHost:
