@@ -2,7 +2,9 @@
 
 Worker → master: one byte "R" once the worker serves (the master's loop wakes
 at once instead of noticing on its next tick), or "E<reason>\\n" just before a
-worker that could not start exits (the cause a reload or `status` reports).
+worker that could not start exits (the cause a reload or `status` reports),
+or "W" from a worker whose app set `use_reloader = True` (the master starts
+watching its server's sources: it never imports the app to see that itself).
 
 Master → worker: nothing is ever sent; the worker watches its end for EOF.
 Only the master holds the other end (every other child closes its copy right
@@ -13,6 +15,7 @@ import socket
 
 READY = b"R"
 FAILED = b"E"
+WATCH = b"W"
 MAX_REASON = 500            # bytes of a failure reason kept
 
 
@@ -24,6 +27,8 @@ class WorkerChannel:
         self.master_end.setblocking(False)
         self.ready = False
         self.reason = ""
+        self.wants_watch = False
+        self.server = ""            # the server the worker belongs to
         self._buffer = b""
         self.eof = False
 
@@ -56,6 +61,9 @@ class WorkerChannel:
         while buf:
             if buf[:1] == READY:
                 self.ready = True
+                buf = buf[1:]
+            elif buf[:1] == WATCH:
+                self.wants_watch = True
                 buf = buf[1:]
             elif buf[:1] == FAILED:
                 line, nl, rest = buf[1:].partition(b"\n")
@@ -96,6 +104,9 @@ class MasterLink:
 
     def ready(self):
         self._send(READY)
+
+    def watch(self):
+        self._send(WATCH)
 
     def failed(self, reason):
         reason = " ".join(str(reason).split())

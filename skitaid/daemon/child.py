@@ -57,6 +57,11 @@ def boot_failure(e):
     return (lines[-1].strip() if lines else type(e).__name__) + hint
 
 
+def _devel_watched(server):
+    from .. import devel
+    return devel.watched(server)
+
+
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
                 close, tls_context=None, link=None):
     """Runs in the child after fork(); never returns.
@@ -78,6 +83,9 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
             except OSError:
                 pass
         set_title("skitaid: %s worker #%d" % (server.name, index))
+        if server.devel:                # skitaid.is_devel() in this server's apps
+            from .. import mode
+            mode.set_mode(devel=True)
         # skitaid's own modules load while still privileged (the user may not
         # be able to read the Python installation); app code loads after the drop
         from ..routing import preload_handlers
@@ -101,7 +109,12 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         if code and link is not None:
             link.failed("exit status %s" % code)
     except BaseException as e:
-        error_log.exception("server %r: worker #%d could not start", server.name, index)
+        if index and _devel_watched(server):
+            # worker #0 prints the traceback: a developer reads it once
+            error_log.error("server %r: worker #%d could not start either: %s",
+                            server.name, index, boot_failure(e))
+        else:
+            error_log.exception("server %r: worker #%d could not start", server.name, index)
         code = 3
         if link is not None:
             link.failed(boot_failure(e))

@@ -19,6 +19,7 @@ from .child import set_title, worker_main
 from . import listeners, orphans
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
+from .watch import Reloader
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
 from ..tlsctx import ContextCache
@@ -65,6 +66,7 @@ class Master:
         # session-ticket key; kept across reloads while its files are unchanged
         self._tls = ContextCache()
         self._failed_at = {}           # what → when its last failure was logged (_guarded)
+        self.reloader = None           # development mode's source watcher (watch.py)
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -117,6 +119,8 @@ class Master:
                            server.threads)
             self.pools[server.name] = ServerPool(self, server, self._sockets(server),
                                                  self._tls_context(server))
+        self.reloader = Reloader(self.selector)
+        self._guarded("starting the source watcher", self.reloader.update, self.config)
         try:
             self._loop()
         finally:
@@ -193,7 +197,8 @@ class Master:
     # -- the loop -------------------------------------------------------------------
     def _loop(self):
         while True:
-            busy = self.reloading or not self.ready_sent or self.stopping
+            busy = self.reloading or not self.ready_sent or self.stopping or (
+                self.reloader is not None and self.reloader.due is not None)
             for key, _ in self.selector.select(0.1 if busy else 0.5):
                 if key.data == "wake":
                     try:
@@ -204,10 +209,16 @@ class Master:
                 elif key.data == "control":
                     self._guarded("serving the control socket", control.serve_one,
                                   self.control, self._answer)
+                elif key.data == "watch":
+                    self._guarded("reading the source watcher", self.reloader.readable,
+                                  time.monotonic())
                 elif isinstance(key.data, WorkerChannel):
                     # "ready" or a boot failure's cause; the tick below acts on it
                     if key.data.read():
                         self._unwatch(key.data)
+                    if key.data.wants_watch and self.reloader is not None:
+                        self._guarded("starting the source watcher", self.reloader.ask,
+                                      key.data.server, self.config)
             while self.signals:
                 sig = self.signals.pop(0)
                 self._guarded("handling %s" % _signal_name(sig), self._handle_signal, sig)
@@ -295,6 +306,8 @@ class Master:
             self._next_watchdog = now + self._watchdog / 2
         if self.stopping:
             return
+        if self.reloader is not None and self.reloader.take_due(now):
+            self.reload("source changed")
         states = [p.state for p in self.pools.values()]
         if not self.ready_sent:
             if all(s in (RUNNING, FAILED) for s in states):
@@ -351,6 +364,7 @@ class Master:
         # the other workers' channels: only the master may hold their ends
         close += [c.master_end for c in self._channels.values()]
         channel = WorkerChannel()
+        channel.server = server.name
         close.append(channel.master_end)
         master_pid = os.getpid()
         # Until the child has its own handlers, a signal for it (a stop right
@@ -410,7 +424,7 @@ class Master:
                 "serving" % (pool.name, why or "no reason given", pool.current.number))
 
     # -- operations -------------------------------------------------------------------
-    def reload(self):
+    def reload(self, why="HUP"):
         """Re-read the config; start new generations; keep the old config if it is bad."""
         if self.stopping:
             return {"ok": False, "messages": ["stopping"]}
@@ -430,7 +444,7 @@ class Master:
                 self.last_reload = {"ok": False, "messages": messages}
                 return self.last_reload
         systemd.notify("RELOADING=1", "MONOTONIC_USEC=%d" % systemd.monotonic_usec())
-        error_log.info("reloading (HUP)")
+        error_log.info("reloading (%s)", why)
         messages = []
         if new.globals != self.config.globals:
             messages.append("[global] changes (paths, user) take effect at the next restart")
@@ -462,6 +476,8 @@ class Master:
         self.config = new
         self.reloading = True
         self.last_reload = {"ok": not messages, "messages": messages}
+        if self.reloader is not None:       # the new config's sources
+            self._guarded("updating the source watcher", self.reloader.update, new)
         return self.last_reload
 
     def _close_unused_listeners(self):
@@ -564,6 +580,8 @@ class Master:
     # -- end ---------------------------------------------------------------------------
     def _cleanup(self):
         self._tell_starter(b"")
+        if self.reloader is not None:
+            self.reloader.close()
         for sig in _HANDLED:
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
