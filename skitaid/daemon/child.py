@@ -57,6 +57,14 @@ def boot_failure(e):
     return (lines[-1].strip() if lines else type(e).__name__) + hint
 
 
+def app_traceback(e):
+    """The traceback of what the app raised (the first cause), without the
+    frames of skitaid's own import machinery around it."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+
+
 def _devel_watched(server):
     from .. import devel
     return devel.watched(server)
@@ -109,10 +117,9 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         if code and link is not None:
             link.failed("exit status %s" % code)
     except BaseException as e:
-        if index and _devel_watched(server):
-            # worker #0 prints the traceback: a developer reads it once
-            error_log.error("server %r: worker #%d could not start either: %s",
-                            server.name, index, boot_failure(e))
+        if link is not None and _devel_watched(server):
+            # the master logs it, once for the generation (not once per worker)
+            link.traceback(app_traceback(e))
         else:
             error_log.exception("server %r: worker #%d could not start", server.name, index)
         code = 3

@@ -67,6 +67,7 @@ class Master:
         self._tls = ContextCache()
         self._failed_at = {}           # what → when its last failure was logged (_guarded)
         self.reloader = None           # development mode's source watcher (watch.py)
+        self._last_trace = None        # (generation, traceback) logged for a boot failure
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -394,6 +395,10 @@ class Master:
         if channel is None:
             return ""
         channel.read()
+        if channel.trace and (worker.generation, channel.trace) != self._last_trace:
+            self._last_trace = (worker.generation, channel.trace)
+            error_log.error("server %r: worker #%d could not start\n%s", channel.server,
+                            worker.index, channel.trace.rstrip())
         return channel.reason
 
     def release(self, worker):

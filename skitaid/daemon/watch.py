@@ -171,8 +171,6 @@ class Reloader:
             return
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.selector.register(self.proc.stdout, 1, "watch")    # EVENT_READ
-        error_log.info("watching the sources for changes (pid %d): %s", self.proc.pid,
-                       ", ".join(watch_paths(spec)))
 
     def ask(self, server_name, config):
         """A worker's app set use_reloader = True."""
@@ -202,7 +200,10 @@ class Reloader:
                 paths = json.loads(line)
             except ValueError:
                 continue
-            if paths:
+            if paths == READY:
+                error_log.info("watching the sources for changes (pid %d): %s", self.proc.pid,
+                               ", ".join(watch_paths(self.spec)))
+            elif paths:
                 self.changed.extend(paths)
                 self.due = now + QUIET          # wait for the rest of the burst
 
@@ -240,17 +241,35 @@ class Reloader:
 
 
 # -- the watcher process ------------------------------------------------------------------
-def _exit_on_eof():
+READY = "ready"             # the watcher's first line: inotify is set up, saves are seen
+
+
+def _exit_on_eof(probe_dir):
     """The master closed our stdin (or died): stop at once."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     finally:
+        _remove(probe_dir)
         os._exit(0)
+
+
+def _remove(probe_dir):
+    import shutil
+    shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def _probe(path, seen):
+    """watchfiles' public API does not say when its watches are in place: a
+    file of our own is touched until a change of it comes through."""
+    while not seen.wait(0.05):
+        with open(path, "w") as f:
+            f.write("probe\n")
 
 
 def main():
     import signal
+    import tempfile
     import threading
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the master's to handle
     spec = json.loads(sys.stdin.buffer.readline() or b"null")
@@ -267,14 +286,29 @@ def main():
         print("skitaid: the development reloader needs the watchfiles package "
               "(pip install watchfiles)", file=sys.stderr, flush=True)
         return 1
-    threading.Thread(target=_exit_on_eof, daemon=True).start()
-    paths = watch_paths(spec)
+    probe_dir = os.path.realpath(tempfile.mkdtemp(prefix="skitaid-watch-"))
+    probe = os.path.join(probe_dir, "probe")
+    seen = threading.Event()
+    threading.Thread(target=_exit_on_eof, args=(probe_dir,), daemon=True).start()
+    threading.Thread(target=_probe, args=(probe, seen), daemon=True).start()
+
+    def wanted(change, path):
+        return path == probe or relevant(path, spec)
+
     out = sys.stdout
-    for changes in watchfiles.watch(*paths, watch_filter=lambda change, path: relevant(path, spec),
-                                    step=STEP_MS, debounce=1600, raise_interrupt=False,
-                                    ignore_permission_denied=True):
-        out.write(json.dumps(sorted(set(p for _, p in changes))) + "\n")
-        out.flush()
+    try:
+        for changes in watchfiles.watch(*watch_paths(spec), probe_dir, watch_filter=wanted,
+                                        step=STEP_MS, debounce=1600, raise_interrupt=False,
+                                        ignore_permission_denied=True):
+            paths = sorted(set(p for _, p in changes if p != probe))
+            if not seen.is_set() and any(p == probe for _, p in changes):
+                seen.set()
+                out.write(json.dumps(READY) + "\n")
+            if paths:
+                out.write(json.dumps(paths) + "\n")
+            out.flush()
+    finally:
+        _remove(probe_dir)
     return 0
 
 
