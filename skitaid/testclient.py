@@ -12,6 +12,7 @@ with prior knowledge); cli.ws() is a websockets client.
 import atexit
 import collections
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,8 +121,9 @@ class Stub:
 class WebSocket:
     """A connected WebSocket (websockets' sync client): send, recv, close."""
 
-    def __init__(self, conn):
-        self._conn = conn
+    def __init__(self, opener):
+        self._opener = opener           # websockets' connect(): a context manager
+        self._conn = opener.__enter__()
 
     def send(self, message):
         self._conn.send(message)
@@ -130,7 +132,7 @@ class WebSocket:
         return self._conn.recv(timeout)
 
     def close(self):
-        self._conn.close()
+        self._opener.__exit__(None, None, None)
 
     def __enter__(self):
         return self
@@ -227,8 +229,10 @@ class _Server:
     def __init__(self, script, port, env=None):
         self.script = script
         self.port = port
-        self._log = tempfile.NamedTemporaryFile(prefix="skitaid-test-", suffix=".log",
-                                                delete=False)
+        # its own pid file, control socket and logs: a developer's server of
+        # the same script (same name) may be running meanwhile
+        self.state_dir = tempfile.mkdtemp(prefix="skitaid-test-")
+        self._log = open(os.path.join(self.state_dir, "output.log"), "wb")
         full_env = dict(os.environ)
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         full_env["PYTHONPATH"] = os.pathsep.join(
@@ -236,12 +240,16 @@ class _Server:
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "skitaid.testclient", script, str(port)],
+            [sys.executable, "-m", "skitaid.testclient", script, str(port), self.state_dir],
             cwd=os.path.dirname(script), env=full_env, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         atexit.register(self.stop)      # a fixture without teardown leaves nothing behind
 
+    _output = None
+
     def output(self):
+        if self._output is not None:
+            return self._output
         with open(self._log.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -280,6 +288,9 @@ class _Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+        if os.path.isdir(self.state_dir):
+            self._output = self.output()     # still readable after the stop
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def _answers(host, port, timeout):
@@ -319,11 +330,16 @@ def test_client(script, port, dry=False, http2=False, host="127.0.0.1", timeout=
 test_client.__test__ = False        # pytest: not a test, though its name says so
 
 
-def _serve(script, port):
-    """The server process: run the script as __main__ with the port forced."""
+def _serve(script, port, state_dir=""):
+    """The server process: run the script as __main__ with the port (and the
+    directory of its pid file, control socket and logs) forced."""
     import runpy
     from . import api
     api._forced["port"] = port
+    if state_dir:
+        api._forced.update(run_path=state_dir, var_path=state_dir,
+                           log_path=os.path.join(state_dir, "log"),
+                           pidfile=os.path.join(state_dir, "skitaid.pid"))
     sys.argv = [script]
     sys.path.insert(0, os.path.dirname(script))
     runpy.run_path(script, run_name="__main__")
@@ -331,4 +347,4 @@ def _serve(script, port):
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(os.path.abspath(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(_serve(os.path.abspath(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4]))
