@@ -92,7 +92,7 @@ def sources(config, asked=()):
     for path in (g.log_path, g.run_path, g.var_path):
         if path:
             path = _real(path)
-            if not any(r.startswith(path + os.sep) or r == path for r in roots):
+            if any(path.startswith(r + os.sep) for r in roots):
                 ignore.add(path)
     return {"roots": sorted(roots), "files": sorted(files),
             "config_dirs": sorted(config_dirs), "ignore": sorted(ignore)}
