@@ -30,7 +30,8 @@ def _need(module, package):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        raise ImportError("skitaid.test_client needs the %s package (pip install '%s')"
+        raise ImportError("skitaid.test_client needs the %s package (pip install '%s', or "
+                          "'skitaid[testing]')"
                           % (module.split(".")[0], package)) from None
 
 
