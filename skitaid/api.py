@@ -15,7 +15,8 @@ import types
 from dataclasses import fields, replace
 
 from .apps import find_app_file
-from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GatewayConfig, GlobalConfig,
+from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, CacheConfig, Config, GatewayConfig,
+                           GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)
@@ -26,11 +27,12 @@ _host_certs = {}      # host names → HostCert, from enable_ssl(host=...)
 _settings = {}
 _gateway = None       # GatewayConfig from enable_gateway()
 _auth_handler = None  # from set_auth_handler()
+_cachefs = None       # CacheConfig from enable_cachefs()
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
                                                           "host_certs", "gateway",
-                                                          "auth_handler"}
+                                                          "auth_handler", "cachefs"}
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
@@ -283,6 +285,37 @@ def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_fil
     _gateway = gateway
 
 
+def enable_cachefs(memmax=0, diskmax=0, path=None, **options):
+    """Cache proxied responses and `was` calls by their HTTP headers (RFC 9111):
+    `memmax` bytes in each worker, `diskmax` bytes on disk shared by the
+    workers (ints, or "100M"-style text), under `path` (default
+    VAR_PATH/cache/SERVER). `options`: the other [cachefs] keys (max_entry,
+    use_stale, stale_max, cache_status_header, client_no_cache,
+    store_set_cookie, lock_timeout), by the same rules. Off while both sizes are 0."""
+    global _cachefs
+    from .config.build import FileContext, RawSection, _read_keys
+    from .config.cachefs import KEYS, build_cachefs
+    entries = []
+    for key, value in (("memmax", memmax), ("diskmax", diskmax), ("path", path),
+                       *sorted(options.items())):
+        if value is None:
+            continue
+        if key not in KEYS:
+            raise TypeError("skitaid.enable_cachefs(): unknown argument %r (known: %s)"
+                            % (key, ", ".join(KEYS)))
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(x) for x in value)
+        entries.append((key, str(value)))
+    ctx = FileContext("skitaid.enable_cachefs", _script_dir())
+    cache = build_cachefs(ctx, RawSection("cachefs", "cachefs", entries), _read_keys)
+    if ctx.problems:
+        raise ValueError("skitaid.enable_cachefs(): " + "; ".join(
+            "%s: %s" % (p.key, str(p).split(": ", 1)[1]) for p in ctx.problems))
+    _cachefs = cache
+
+
 def set_auth_handler(fn):
     """Decide who may reach the role= mounts of a gateway-enabled server:
 
@@ -497,8 +530,11 @@ def build_config(**options):
                           host_certs=tuple(_host_certs.values()),
                           aliases=tuple(_aliases.values()),
                           gateway=_gateway or GatewayConfig(), auth_handler=_auth_handler,
+                          cachefs=_cachefs or CacheConfig(),
                           source=getattr(sys.modules.get("__main__"), "__file__", "") or "")
     server = replace(server, limits=replace(server.limits, **limit_kw), **server_kw)
+    from .config.cachefs import with_default_path
+    server = with_default_path(server, global_kw["var_path"])
     return Config(GlobalConfig(**global_kw), (server,))
 
 

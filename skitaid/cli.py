@@ -21,6 +21,7 @@ COMMANDS = [
     ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
     ("install", "install the systemd unit and the logrotate config"),
     ("remove", "remove the systemd unit and the logrotate config"),
+    ("cache", "the HTTP cache: cache purge [SERVER] [URL-PREFIX]"),
 ]
 
 
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="no debug pages and no reloader, whatever asks for them")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
+    parsers["cache"].add_argument("action", choices=["purge"])
+    parsers["cache"].add_argument("server", nargs="?", help="a server name (default: all)")
+    parsers["cache"].add_argument("prefix", nargs="?",
+                                  help="remove only entries whose URL starts with this")
     parsers["restart"].add_argument("server", nargs="?",
                                     help="replace only this server's workers, gracefully")
     return parser
@@ -209,6 +214,12 @@ def _main(argv):
         return cmd_install(args)
     if args.command == "remove":
         return cmd_remove(args)
+    if args.command == "cache":
+        config = _load(args)
+        if config is None:
+            return 1
+        from .daemon.cachecmd import purge
+        return purge(config, args.server, args.prefix)
     return cmd_daemon(args)
 
 

@@ -1,7 +1,8 @@
 """Virtual hosts and mount points: which handler answers a request.
 
-Host groups are picked by the Host header (exact name, then ".suffix"
-names, then `*`/`default`); inside a group the longest mount prefix wins,
+Host groups are picked by the Host header with the rules of hosts.py
+(exact name, then ".suffix" names, then `*`/`default`; a `name:port` entry
+first, against the raw header); inside a group the longest mount prefix wins,
 and at the same prefix an existing static file wins over the app.
 """
 from . import devel, reimport
@@ -9,6 +10,7 @@ from .apps import load_app
 from .config.model import ALIAS, APP, STATIC
 from .handlers.errors import error_response
 from .handlers.wsgi import WSGIHandler
+from .hosts import HostTable
 
 
 class _RefuseConnect:
@@ -35,28 +37,16 @@ class Mount:
 class Router:
     def __init__(self, groups):
         # groups: list of (names, [Mount]) with mounts sorted longest first
-        self.exact = {}
         self.with_port = {}     # "example.com:8080": only when the Host header has that port
-        self.suffixes = []      # (".example.com", mounts, the bare name too?)
-        self.fallback = None
+        self.table = HostTable()     # the rules SNI uses too (hosts.py)
         for names, mounts in groups:
             for name in names:
                 name = name.lower()
                 host, colon, port = name.rpartition(":")
                 if colon and port.isdigit() and not host.endswith(("]", ":")):
                     self.with_port.setdefault(host.rstrip(".") + ":" + port, mounts)
-                    continue
-                name = name.rstrip(".")        # "example.com." is example.com
-                if name in ("default", "*"):
-                    if self.fallback is None:
-                        self.fallback = mounts
-                elif name.startswith("*."):    # subdomains only, as in nginx
-                    self.suffixes.append((name[1:], mounts, False))
-                elif name.startswith("."):     # the domain and its subdomains
-                    self.suffixes.append((name, mounts, True))
                 else:
-                    self.exact.setdefault(name, mounts)
-        self.suffixes.sort(key=lambda s: -len(s[0]))
+                    self.table.add(name, mounts)
 
     def mounts_for(self, host, request=None):
         if self.with_port and request is not None:
@@ -65,13 +55,13 @@ class Router:
                 mounts = self.with_port.get(raw.lower())
                 if mounts is not None:
                     return mounts
-        mounts = self.exact.get(host)
+        table = self.table
+        mounts = table.exact.get(host)      # (host is lower-case already: exchange.py)
         if mounts is not None:
             return mounts
-        for suffix, mounts, bare in self.suffixes:
-            if host.endswith(suffix) or (bare and host == suffix[1:]):
-                return mounts
-        return self.fallback
+        if table.suffixes or host.endswith("."):
+            return table.lookup(host)
+        return table.fallback
 
     forward = None          # the forward proxy, when enable_proxy is on
     wants_reload = False    # an app asked for the reloader the master does not run yet

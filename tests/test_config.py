@@ -216,7 +216,7 @@ def test_backend_keep_alive_key(tmp_path):
     ("[server]\n[routes:line]\ndefault\n/ = www/static\nstray line\n",
      "servers-enabled/web.conf [routes:line] stray line: found 'stray line', expected a route"),
     ("[server]" + ROUTE + "[cluster]\nx = 1\n",
-     "servers-enabled/web.conf [cluster]: expected a section [server], [routes:line], [gateway] or [@alias]"),
+     "servers-enabled/web.conf [cluster]: expected a section [server], [routes:line], [gateway], [cachefs] or [@alias]"),
     ("[server]" + ROUTE + "[@b]\nmembers = h:1 heavy\n",
      "servers-enabled/web.conf [@b] members: found 'h:1 heavy', expected a positive integer weight"),
     ("[server]" + ROUTE + "[@b]\ntype = mysql\nmembers = h:1\n",

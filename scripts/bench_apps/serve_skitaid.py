@@ -6,6 +6,7 @@
     serve_skitaid.py --port 18080 --threads 4 --static /some/dir
     serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem
     serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081
+    serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081 --cachefs /tmp/cache
 
 The request log is off so the comparison is fair with gunicorn and nginx,
 whose access logs are off in the benchmark too.
@@ -55,6 +56,7 @@ def main(argv=None):
     what.add_argument("--app", help="module:callable or /path/file.py:callable")
     what.add_argument("--static", metavar="DIR", help="directory to serve")
     what.add_argument("--proxy", metavar="HOST:PORT", help="reverse proxy to this backend")
+    p.add_argument("--cachefs", metavar="DIR", help="the HTTP cache in DIR (16M memory, 64M disk)")
     args = p.parse_args(argv)
 
     # The skitaid checkout this script lives in wins over any installed copy.
@@ -73,6 +75,8 @@ def main(argv=None):
             p.error("--static %s: not a directory" % target)
 
     skitaid.mount("/", target)
+    if args.cachefs:
+        skitaid.enable_cachefs("16M", "64M", os.path.abspath(args.cachefs))
     if args.certfile:
         skitaid.enable_ssl(os.path.abspath(args.certfile),
                            os.path.abspath(args.keyfile) if args.keyfile else None)

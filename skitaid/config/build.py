@@ -21,6 +21,7 @@ from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, Globa
 
 # Section kinds
 SERVER, ROUTES, ALIAS_SECTION, GLOBAL, GATEWAY = "server", "routes", "alias", "global", "gateway"
+CACHEFS = "cachefs"
 
 
 @dataclass
@@ -572,7 +573,8 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
     for sec in sections:
         if not sec.kind or sec.kind == GLOBAL:
             ctx.problem(sec.name, "", None,
-                        "a section [server], %s, [gateway] or [@alias]" % ctx.routes_label)
+                        "a section [server], %s, [gateway], [cachefs] or [@alias]"
+                        % ctx.routes_label)
     kw, limits = _server_keys(ctx, servers)
 
     aliases = {}
@@ -587,6 +589,11 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
         if sec.kind == GATEWAY:
             gateway = build_gateway(ctx, sec)
     _roles_need_gateway(ctx, sections, aliases, gateway.enabled)
+
+    from .cachefs import build_cachefs
+    for sec in sections:
+        if sec.kind == CACHEFS:
+            kw["cachefs"] = build_cachefs(ctx, sec, _read_keys)
 
     groups = []
     certs = []

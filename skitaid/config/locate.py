@@ -151,4 +151,6 @@ def load_config(config_dir: Optional[str] = None) -> Config:
     if problems:
         # those found across files (clashes) get their lines here
         raise ConfigError(add_lines(problems, lambda file: read_text(os.path.join(config_dir, file))))
-    return Config(globals=globals_, servers=tuple(servers))
+    from .cachefs import with_default_path
+    return Config(globals=globals_, servers=tuple(with_default_path(s, globals_.var_path)
+                                                  for s in servers))

@@ -111,6 +111,26 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """`[cachefs]` / skitaid.enable_cachefs(): the HTTP cache of proxied responses
+    and `was` calls (skitaid/cachefs/). Off while memmax and diskmax are both 0."""
+    memmax: int = 0                 # bytes in each worker's memory tier
+    diskmax: int = 0                # bytes in the disk tier shared by the workers
+    path: str = ""                  # "" → VAR_PATH/cache/SERVER
+    max_entry: int = 1 << 20        # larger bodies are passed on, not stored
+    use_stale: Tuple[str, ...] = () # "error", "timeout": serve stale when the origin fails
+    stale_max: float = 60.0         # ... for at most this long past its freshness
+    status_header: str = "X-Cache"  # "" → not sent
+    client_no_cache: str = "ignore" # or "revalidate": honour a client's no-cache
+    store_set_cookie: bool = False  # store responses that set cookies (shared by all!)
+    lock_timeout: float = 5.0       # a miss waits this long for another's fetch of the key
+
+    @property
+    def enabled(self) -> bool:
+        return self.memmax > 0 or self.diskmax > 0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     name: str = "default"
     address: str = "127.0.0.1"             # IP, host name, or "unix:/abs/path" (port unused)
@@ -155,6 +175,7 @@ class ServerConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
     auth_handler: Any = None
+    cachefs: CacheConfig = field(default_factory=CacheConfig)
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""

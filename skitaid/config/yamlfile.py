@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from .build import ALIAS_SECTION, GATEWAY, ROUTES, SERVER, FileContext, RawSection, build_server
+from .build import (ALIAS_SECTION, CACHEFS, GATEWAY, ROUTES, SERVER, FileContext, RawSection,
+                    build_server)
 from .errors import Problem
 from .model import ServerConfig
 from .where import add_lines
@@ -107,12 +108,16 @@ def read_sections(text: str, file: str) -> Tuple[Optional[List[RawSection]], Lis
         elif key == "gateway":
             if need_mapping(key, value):
                 sections.append(_mapping_section(key, GATEWAY, value, file, problems))
+        elif key == "cachefs":
+            if need_mapping(key, value):
+                sections.append(_mapping_section(key, CACHEFS, value, file, problems))
         elif key.startswith("@"):
             if need_mapping(key, value):
                 sections.append(_mapping_section(key, ALIAS_SECTION, value, file, problems))
         else:
             problems.append(Problem(file, key, "", None,
-                                    "a top-level key: server, routes, hosts, gateway or \"@alias\""))
+                                    "a top-level key: server, routes, hosts, gateway, cachefs "
+                                    "or \"@alias\""))
     return sections, problems
 
 

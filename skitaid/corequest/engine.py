@@ -8,6 +8,7 @@ anywhere; it serves the aliases declared with `skitaid.alias()` (aliases.py).
 import asyncio
 import threading
 
+from ..logs import error_log
 from .cache import ResultCache
 from .client import ClientPool
 from .cluster import Cluster
@@ -26,6 +27,8 @@ class Engine:
         for alias in aliases:
             self.add_alias(alias)
         self.cache = ResultCache(result_cache_max)
+        self.cachefs = None          # the server's HTTP cache (cachefs.store.Cache), if on
+        self._cache_tick = None
         self.loop_thread = None      # set once the loop runs (see bind_loop_thread)
         self._executors = {}
         self.databases = {}          # alias name (or (type, spec)) → db.client.Database
@@ -92,8 +95,29 @@ class Engine:
             self._executors[kind] = ex
         return ex
 
+    def start_cachefs(self, config):
+        """The HTTP cache of proxied responses and `was` calls ([cachefs])."""
+        from ..cachefs.store import Cache, Options
+        try:
+            self.cachefs = Cache(Options.from_config(config), self.loop)
+        except OSError as e:
+            raise RuntimeError("cachefs: cannot use %s: %s (the [cachefs] path must be a "
+                               "directory the workers' user can write)"
+                               % (config.path, e.strerror or e)) from None
+        self._tick_cachefs()
+
+    def _tick_cachefs(self):
+        try:
+            self.cachefs.tick()
+        except OSError as e:
+            error_log.warning("cachefs: %s", e)
+        self._cache_tick = self.loop.call_later(1.0, self._tick_cachefs)
+
     def close(self):
         """Loop thread, at worker shutdown."""
+        if self.cachefs is not None:
+            self._cache_tick.cancel()
+            self.cachefs.close()
         self.pool.close()
         for db in self.databases.values():
             db.close()
@@ -107,6 +131,8 @@ def start_worker_engine(worker):
     config = worker.config
     engine = Engine(worker.loop, config.aliases, config.name, config.num_result_cache_max)
     engine.pool.idle_timeout = config.backend_keep_alive
+    if config.cachefs.enabled:
+        engine.start_cachefs(config.cachefs)
     engine.bind_loop_thread()
     _engine = engine
     return engine

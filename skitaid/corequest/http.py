@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 from ..version import __version__
 from .cache import LazyKey, cache_threshold, cached_task, max_age, spread
 from .client import http_request
+from .httpcache import cached_request
 from .cluster import host_header
 from .task import DEFAULT_TIMEOUT, STA_NORMAL, Result, bounded, failed_task, get_header
 
@@ -133,16 +134,24 @@ def with_query(path, query):
 
 
 async def _call(engine, method, target, member, headers, body, timeout, cache_key,
-                auto_cache, meta, parse):
+                auto_cache, meta, parse, url="", newer_than=None):
     pool = engine.pool
-    if target.cluster is None:
-        send = http_request(pool, target.key, method, target.path, headers, body,
-                            target.host_header)
-    else:
-        send = target.cluster.call(lambda m: http_request(
+
+    def send(headers):
+        if target.cluster is None:
+            return http_request(pool, target.key, method, target.path, headers, body,
+                                target.host_header)
+        return target.cluster.call(lambda m: http_request(
             pool, m.key, method, target.path, headers, body, m.host_header), member)
-    # one bound for the whole call: every member tried, every attempt on each
-    status, reason, rheaders, content = await bounded(send, timeout)
+    cachefs = engine.cachefs
+    if cachefs is not None and method == "GET" and not body:
+        # the HTTP cache: by the response's own headers, in memory and on disk
+        status, reason, rheaders, content = await bounded(cached_request(
+            cachefs, send, url, member, headers, newer_than), timeout)
+        auto_cache = False
+    else:
+        # one bound for the whole call: every member tried, every attempt on each
+        status, reason, rheaders, content = await bounded(send(headers), timeout)
     result = Result(STA_NORMAL, status, reason, rheaders, content, meta=meta)
     if parse is not None:
         parse(result)
@@ -185,7 +194,7 @@ def build(engine, method, url, data=None, headers=None, auth=None, use_cache=Tru
     def one(member, key):
         return cached_task(engine, key, newer_than, lambda: _call(
             engine, method, target, member, hdrs, body, read_timeout, key,
-            newer_than is not None, meta, parse), meta, timeout)
+            newer_than is not None, meta, parse, url, newer_than), meta, timeout)
 
     return spread(mode, target.cluster, cache_key, one,
                   DEFAULT_TIMEOUT if timeout is None else timeout)

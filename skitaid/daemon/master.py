@@ -24,6 +24,7 @@ from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
+from .cachecmd import cache_status
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
             signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -574,7 +575,8 @@ class Master:
                 "address": describe_address(c), "generation": pool.current.number,
                 "pending_generation": pool.pending.number if pool.pending else None,
                 "reload_waiting": pool.deferred is not None,
-                "target_workers": pool.target, "workers": workers})
+                "target_workers": pool.target, "workers": workers,
+                "cache": cache_status(c)})
         return {"ok": True, "pid": os.getpid(), "started": self.started,
                 "uptime": round(time.time() - self.started, 1),
                 "config_dir": self.config.globals.config_dir,

@@ -32,6 +32,7 @@ from ..logs import error_log
 from ..corequest.client import ConnectFailed
 from ..context import adopt_txn_ids
 from .errors import error_response
+from .proxy_cache import serve_fresh, through_cache
 
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 CHUNK_END = b"0\r\n\r\n"
@@ -93,6 +94,7 @@ class _Stream:
         self.draining = False
         self.upgrade = False     # an Upgrade request: a 101 becomes a tunnel
         self.switch = None       # the backend's 101 headers
+        self.extra = ()          # fields added to the relayed head (the cache's status)
 
     def on_head(self, status, reason, headers, conn):
         self.conn = conn
@@ -132,6 +134,7 @@ class _Stream:
         if length is not None:
             # canonical, for the responses whose head states it without a body (HEAD, 304)
             out.append(("Content-Length", str(length)))
+        out.extend(self.extra)
         if not self.head.done():
             self.head.set_result(None)
         ex.t_handled = time.monotonic()
@@ -179,6 +182,10 @@ class _Stream:
 
 
 class ProxyHandler:
+    # what the cache (proxy_cache.py) builds its sinks on
+    Stream = _Stream
+    framing = staticmethod(request_framing)
+
     def __init__(self, target, prefix, worker):
         name, slash, sub = target[1:].partition("/")
         self.alias = name
@@ -198,6 +205,9 @@ class ProxyHandler:
         return cluster
 
     def handle(self, exchange, resolved=None):
+        cache = self.cache
+        if cache is not None and serve_fresh(self, exchange, cache):
+            return          # a fresh entry: answered here, no task
         self.loop.create_task(self._proxy(exchange))
 
     def _upstream_target(self, request):
@@ -258,15 +268,27 @@ class ProxyHandler:
         await self.forward(exchange, cluster, self._upstream_target(exchange.request),
                            wants_websocket(exchange))
 
-    async def forward(self, exchange, cluster, target, upgrade=False):
-        """Send the request to a member of `cluster` and stream the answer back."""
+    @property
+    def cache(self):
+        """The server's HTTP cache (cachefs), or None."""
+        engine = self.worker.corequests
+        return engine.cachefs if engine is not None else None
+
+    async def forward(self, exchange, cluster, target, upgrade=False, sink=None, headers=None):
+        """Send the request to a member of `cluster` and stream the answer back.
+        Through the cache when the server has one; `sink` (a _Stream class) and
+        `headers` are the cache's own ways of sending a request on."""
+        if sink is None and not upgrade and self.cache is not None:
+            await through_cache(self, exchange, cluster, target, self.cache)
+            return
         request = exchange.request
         if request.gtxid is None:
             gtxid = request.header("x-gtxn-id")
             if gtxid:           # passed on as they are; kept for the request log
                 adopt_txn_ids(request, gtxid, request.header("x-ltxn-id"))
         framing = request_framing(request)
-        headers = self._headers(request, upgrade)
+        if headers is None:
+            headers = self._headers(request, upgrade)
         has_body = bool(framing)
         retry_ok = request.method in IDEMPOTENT and not has_body
         tried = 0
@@ -278,7 +300,7 @@ class ProxyHandler:
             member.inflight += 1
             try:
                 await self._one(exchange, cluster, member, target, headers, framing, retry_ok,
-                                upgrade)
+                                upgrade, sink)
                 return
             except ConnectFailed as e:
                 cluster.failed(member)
@@ -305,11 +327,11 @@ class ProxyHandler:
             exchange.abort()
 
     async def _one(self, exchange, cluster, member, target, headers, framing, retry_ok,
-                   upgrade=False):
+                   upgrade=False, sink=None):
         request = exchange.request
         pool = self.worker.corequests.pool
         conn, reused = await pool.acquire(member.key)
-        stream = _Stream(self, exchange)
+        stream = (sink or _Stream)(self, exchange)
         stream.upgrade = upgrade
         host = member.host if ":" not in member.host else "[%s]" % member.host
         default_port = 443 if member.key[0] == "https" else 80

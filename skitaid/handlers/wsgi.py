@@ -241,7 +241,7 @@ class WSGIHandler:
             body = exchange.request.body
             if not body.complete:
                 body.buffer_all()
-            body.on_complete(lambda: self.loop.call_soon(self._run_inline, exchange))
+            body.on_complete(lambda: self.loop.call_soon(self._run, exchange, True))
             return
         req = exchange.request
         body = req.body
@@ -267,7 +267,7 @@ class WSGIHandler:
                                    ("Content-Type", "text/plain")],
                              b"server busy, retry later\n")
             return
-        pool.submit(self._run_threaded, exchange)
+        pool.submit(self._run, exchange, False)
 
     def environ(self, exchange):
         req = exchange.request
@@ -344,17 +344,11 @@ class WSGIHandler:
         self._on_loop(ws_handler.switch, self.host, exchange, session)
         return _SWITCHED
 
-    def _run_inline(self, exchange):
-        """threads = 0: the app runs on the loop; the body is complete."""
-        self._run(exchange, True)
-
-    def _run_threaded(self, exchange):
-        self._run(exchange, False)
-
     def _run(self, exchange, inline):
-        """Call the app (on the loop when `inline`, else on this app thread)
-        and send what it returns: a list at once, a file by sendfile, any
-        other iterable chunk by chunk (a task on the loop, or here)."""
+        """Call the app (on the loop when `inline`, threads = 0, the body
+        complete; else on this app thread) and send what it returns: a list
+        at once, a file by sendfile, any other iterable chunk by chunk (a task
+        on the loop, or here)."""
         if exchange.closed:
             return
         resp = (_InlineResponse if inline else _Response)(exchange, self.loop)

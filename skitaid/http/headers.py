@@ -59,6 +59,28 @@ def is_token(name):
     return _TOKEN.match(name) is not None
 
 
+# Response field names already found valid: apps send the same few names on
+# every response, so the check is a set lookup after the first time. Bounded,
+# so that names made up per request cannot grow it without end.
+KNOWN_NAMES = set()
+_KNOWN_MAX = 4096
+
+
+def response_field_error(name, value):
+    """Why a response field can never be sent ("" when it can): its name must
+    be a token (RFC 9110 5.1) and its value hold no CR, LF or NUL (5.5). Both
+    protocols apply this one rule; HTTP/1.1 checks the values of a whole head
+    at once (see protocols/h1.py) and comes here to name the culprit."""
+    if name not in KNOWN_NAMES:
+        if not is_token(name):
+            return "response header name %r is not a token" % name
+        if len(KNOWN_NAMES) < _KNOWN_MAX:
+            KNOWN_NAMES.add(name)
+    if bad_value(value):
+        return "CR, LF or NUL in response header %r" % name
+    return ""
+
+
 def is_request_target(target):
     """True when `target` can be written in an HTTP/1.1 request line as it is:
     non-empty visible ASCII, no whitespace (RFC 9112 3.2)."""

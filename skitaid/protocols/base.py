@@ -43,9 +43,21 @@ class Tracked:
 
 
 class Connection(Tracked, asyncio.Protocol):
-    """A connection the worker keeps in `worker.connections` (each sets
-    `transport`, `closing`, `write_paused` and `_paused_since` itself).
+    """A connection the worker keeps in `worker.connections`.
     `self.worker` is a ConnectionHost (protocols/host.py), not the Worker."""
+
+    def __init__(self, worker, scheme="http"):
+        """What every HTTP connection starts with; the subclass adds its own."""
+        self.worker = worker
+        self.loop = worker.loop
+        self.limits = worker.limits
+        self.scheme = scheme
+        self.transport = None
+        self.client = None
+        self.server = None
+        self.closing = False
+        self.write_paused = False
+        self._paused_since = 0.0
 
     def pause_writing(self):
         self.write_paused = True

@@ -46,8 +46,8 @@ class FramedExchange(Exchange):
 
     __slots__ = ()
 
-    def _begin(self, conn, request):
-        """The state every exchange starts with (called by the subclasses' __init__)."""
+    def __init__(self, conn, request):
+        """The state every exchange starts with (a subclass adds its own after it)."""
         self.conn = conn
         self.request = request
         self.is_head = request.method == "HEAD"

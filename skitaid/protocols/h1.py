@@ -14,7 +14,7 @@ import httptools
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Request, host_without_port
-from ..http.headers import bad_value, trailer_fields
+from ..http.headers import KNOWN_NAMES, bad_value, response_field_error, trailer_fields
 from ..http_status import plain_error, status_code, status_line
 from . import dates, h2c
 from .base import Batched, addresses, input_waiting
@@ -44,7 +44,8 @@ class _Reject(Exception):
 
 
 class _Stop(Exception):
-    """Raised inside on_message_complete: no request after this one is read."""
+    """Raised inside on_message_begin after the connection's last request:
+    llhttp parses nothing more."""
 
 
 def _closing_answer(status, detail, version="1.1", head_only=False):
@@ -86,11 +87,9 @@ class H1Exchange(FramedExchange):
                  "head_sent", "chunked", "keep_alive", "done", "t_start",
                  "t_handled", "version", "remaining")
 
-    def __init__(self, conn, request, keep_alive, version):
-        self._begin(conn, request)
-        self.chunked = False
-        self.keep_alive = keep_alive
-        self.version = version   # "1.1" | "1.0": how we answer
+    # FramedExchange.__init__(conn, request); the connection then sets
+    # `keep_alive`, `version` ("1.1" | "1.0": how we answer) and `chunked`
+    # (one call fewer per request than an __init__ of our own)
 
     # -- framing ------------------------------------------------------------
     def _head(self, status, headers, length):
@@ -101,9 +100,10 @@ class H1Exchange(FramedExchange):
         explicit_length = None
         lines = []
         for name, value in headers:
-            if bad_value(value) or bad_value(name):
-                # (checked first: an app's Content-Length is sent as it is for HEAD and 304)
-                raise ValueError("CR, LF or NUL in response header %r" % name)
+            if name not in KNOWN_NAMES:
+                error = response_field_error(name, "")
+                if error:
+                    raise ValueError(error)
             lname = name.lower()
             if lname == "content-length":
                 explicit_length = value
@@ -115,7 +115,10 @@ class H1Exchange(FramedExchange):
             if lname == "transfer-encoding" or lname == "keep-alive":
                 continue   # framing is ours to decide
             lines.append("%s: %s\r\n" % (name, value))
-        announced = self._announced_length(code, explicit_length, length)
+        if code == 200 and not self.is_head:
+            announced = length      # (what _announced_length says for a plain 200)
+        else:
+            announced = self._announced_length(code, explicit_length, length)
         if announced is not None:
             lines.append("Content-Length: %s\r\n" % announced)
         elif bodiless(code):
@@ -134,10 +137,20 @@ class H1Exchange(FramedExchange):
             lines.append("Connection: close\r\n")
         elif self.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
+        text = "".join(lines)
+        n = len(lines)
+        if text.count("\n") != n or text.count("\r") != n or "\x00" in text:
+            # A CR, LF or NUL inside a value (an app's Content-Length is sent
+            # as it is for HEAD and 304): one scan of the head finds it, the
+            # rule's own check names it.
+            for name, value in headers:
+                error = response_field_error(name, value)
+                if error:
+                    raise ValueError(error)
+            raise ValueError("CR, LF or NUL in a response header")
         self.head_sent = True
         return b"".join((status_line(status, self.version), dates.header(),
-                         SERVER_HEADER, "".join(lines).encode("latin-1")))
+                         SERVER_HEADER, text.encode("latin-1"), b"\r\n"))
 
     def respond(self, status, headers, body=b""):
         if self.closed or self.head_sent:
@@ -277,18 +290,12 @@ class H1Connection(Batched):
     """One client connection (HTTP/1.0 and 1.1)."""
 
     def __init__(self, worker: ConnectionHost, scheme="http"):
-        self.worker = worker
-        self.loop = worker.loop
-        self.limits = worker.limits
-        self.scheme = scheme
-        self.transport = None
+        super().__init__(worker, scheme)
         self.fd = None
         self.parser = httptools.HttpRequestParser(self)
         self.state = IDLE
         self.last_active = 0.0
-        self.closing = False
         self.retiring = False      # the worker stops: answer what came, the last with close
-        self.write_paused = False
         self._drain_waiters = None
         self._queue = deque()
         self.current = None
@@ -302,7 +309,6 @@ class H1Connection(Batched):
         self._in_head = False
         self._head_started = 0.0   # when the head being received began (request_timeout)
         self._header_size = 0
-        self._paused_since = 0.0
         self._eof = False          # the client shut down its sending side
         self._error_after = None   # (status, detail) to send once earlier responses are out
         self._out = None
@@ -310,11 +316,10 @@ class H1Connection(Batched):
         self._upgrade_body = False  # an Upgrade head with a body that is read as a plain request
         self._stop_after = False   # the request being parsed is the connection's last
         self._stopped = False      # ... and it is complete: nothing more is parsed
+        self._client_closes = False   # the client said its last request was its last
         self._trailers = None      # trailer fields of the chunked body being parsed
         self._body_time = 0.0      # seconds the body being parsed was awaited (rate rule)
         self._body_swept = 0.0     # when the sweep last added to _body_time
-        self.client = None
-        self.server = None
         # cleartext HTTP/2 (protocols/h2c.py): the preface, or Upgrade: h2c
         self._h2c = scheme == "http" and worker.config.http2
         self._h2_sniff = b"" if self._h2c else None
@@ -393,16 +398,24 @@ class H1Connection(Batched):
     def data_received(self, data):
         self.last_active = time.monotonic()
         if self._h2_sniff is not None:
-            data = self._sniff_preface(data)
-            if data is None:
-                return
+            if self._h2_sniff or data[0] == 0x50:     # b"P": perhaps the HTTP/2 preface
+                data = self._sniff_preface(data)
+                if data is None:
+                    return
+            else:
+                self._h2_sniff = None
         if self.state >= LINGER or self._stopped:
             if self.state == LINGER:
                 self._linger_bytes += len(data)
                 if self._linger_bytes > LINGER_BYTES:
                     self.close_soon()
+            else:
+                self._pause_reading()   # after the last request: wait for its answer
             return      # DRAIN: nothing after a bad request is parsed (nor after the last one)
-        self._feed(data)
+        try:
+            self.parser.feed_data(data)      # (_feed, inlined on the hot path)
+        except Exception as e:
+            self._parse_failed(e, data)
         if self._in_head:
             # llhttp buffers an unfinished head for us: bound it. Where a head
             # starts inside a chunk is unknown (-1 from on_message_begin), so
@@ -421,18 +434,16 @@ class H1Connection(Batched):
     def _feed(self, data):
         try:
             self.parser.feed_data(data)
-        except _Reject as e:
-            self.reject(e.status, e.detail)
-        except httptools.HttpParserUpgrade as e:
-            rest = data[e.args[0]:]     # after the head: not HTTP/1.1
-            if self._h2c_request is not None:
-                req, self._h2c_request = self._h2c_request, None
-                h2c.switch_to_h2(self, upgraded=req, rest=rest)
-            elif self._upgrade_body:
-                self._body_after_upgrade(rest)
-            else:
-                self._upgrade_requested(rest)     # WebSocket, tunnels
-        except httptools.HttpParserCallbackError as e:
+        except Exception as e:
+            self._parse_failed(e, data)
+
+    def _parse_failed(self, e, data):
+        """What llhttp's feed_data() raised: a refusal, an upgrade (the rest
+        of `data` is not HTTP/1.1), a callback's stop or error, bad syntax.
+        Anything else propagates: asyncio logs it and closes the connection."""
+        if self._stopped:
+            return      # llhttp read past the connection's last request: ignored
+        if isinstance(e, httptools.HttpParserCallbackError):
             cause = e.__context__
             if isinstance(cause, _Stop):
                 pass
@@ -441,8 +452,21 @@ class H1Connection(Batched):
             else:
                 self.worker.log_exception("parser callback")
                 self.reject(500, "internal error")
-        except httptools.HttpParserError as e:
+        elif isinstance(e, httptools.HttpParserUpgrade):
+            rest = data[e.args[0]:]     # after the head: not HTTP/1.1
+            if self._h2c_request is not None:
+                req, self._h2c_request = self._h2c_request, None
+                h2c.switch_to_h2(self, upgraded=req, rest=rest)
+            elif self._upgrade_body:
+                self._body_after_upgrade(rest)
+            else:
+                self._upgrade_requested(rest)     # WebSocket, tunnels
+        elif isinstance(e, _Reject):
+            self.reject(e.status, e.detail)
+        elif isinstance(e, httptools.HttpParserError):
             self.reject(400, str(e))
+        else:
+            raise e
 
     def _too_big_head(self):
         if self._headers or self._url:
@@ -452,6 +476,8 @@ class H1Connection(Batched):
 
     # -- parser callbacks -------------------------------------------------------
     def on_message_begin(self):
+        if self._stopped:
+            raise _Stop     # bytes after the connection's last request: never parsed
         self._in_head = True
         self._head_bytes = -1
         self._head_started = self.last_active
@@ -571,7 +597,10 @@ class H1Connection(Batched):
         if has_body:
             # (1.0 clients do not wait for 100)
             expect = req.expect_continue = expect and version == "1.1"
-        keep = parser.should_keep_alive() and not self.closing and not self.retiring
+        keep = parser.should_keep_alive()
+        if not keep:
+            self._client_closes = True    # it sends no more requests (RFC 9112 9.6)
+        keep = keep and not self.closing and not self.retiring
         if chunked and version == "1.0":
             keep = False    # RFC 9112 6.1: its framing is suspect; close after the answer
         # Upgrade + Connection: upgrade, or CONNECT: llhttp stops after this
@@ -603,7 +632,10 @@ class H1Connection(Batched):
             ex_class = H1Exchange
         self._parsing = req
         self.state = BUSY
-        ex = ex_class(self, req, keep, version)
+        ex = ex_class(self, req)
+        ex.keep_alive = keep
+        ex.version = version
+        ex.chunked = False
         if self.current is None:
             self.current = ex
             self.worker.dispatch(ex)
@@ -639,17 +671,15 @@ class H1Connection(Batched):
 
     def _stop(self):
         """The request just parsed is the connection's last (it asked to
-        close, HTTP/1.0 with Transfer-Encoding, an upgrade not taken): stop
-        llhttp here and stop reading. Whatever the client sent after it is
-        never parsed; once the answer is out the connection lingers (drops
-        that input) and closes."""
+        close, HTTP/1.0 with Transfer-Encoding, an upgrade not taken).
+        Whatever the client sent after it is never parsed; once the answer is
+        out the connection closes (lingering, dropping that input, if any)."""
         self._stopped = True
-        if self.current is None and not self._queue:
-            if self.state < LINGER:
-                self._linger()
-        else:
-            self._pause_reading()
-        raise _Stop
+        if self.current is None and not self._queue and self.state < LINGER:
+            self._linger()
+        # llhttp is stopped (on_message_begin raises _Stop) and reading paused
+        # (data_received) only if the client does send more: the common last
+        # request, alone in its read, costs no exception and no epoll change.
 
     # -- exchange life cycle -----------------------------------------------------
     def exchange_done(self, ex):
@@ -661,11 +691,18 @@ class H1Connection(Batched):
         req = ex.request
         body = req.body
         if not ex.keep_alive or self.closing:
+            if self._client_closes and not self._queue and body.complete \
+                    and not input_waiting(self.transport):
+                # The client asked to close, sent all of its request and
+                # nothing after it: nothing unread can turn close() into a
+                # reset, so no need to wait for its FIN.
+                self.close_soon()
+                return
             # Half-close and drop what still comes: a client that expected to
             # keep the connection may have sent its next request already, and
             # close() with unread input sends a reset that can destroy this
-            # response in flight. (A client that asked to close, or shut down
-            # its side, makes _linger close at once.)
+            # response in flight. (A client that shut down its side makes
+            # _linger close at once.)
             self._linger()
             return
         if body is not EMPTY_BODY and not body.complete:

@@ -44,7 +44,8 @@ from hyperframe.frame import GoAwayFrame
 
 from ..body import EMPTY_BODY, ClientDisconnected, RequestBody
 from ..exchange import Request
-from ..http.headers import HOP_BY_HOP, bad_value, host_without_port, is_token, trailer_fields
+from ..http.headers import (HOP_BY_HOP, KNOWN_NAMES, bad_value, host_without_port, is_token,
+                            response_field_error, trailer_fields)
 from ..http_status import plain_error, status_code
 from . import dates
 from .base import Connection, addresses
@@ -99,8 +100,10 @@ def _field(name, value):
     a token (or a pseudo-header), CR, LF or NUL in the value, a character
     latin-1 cannot hold. Surrounding blanks are not part of a value (RFC 9110
     5.5) and HTTP/2 forbids them (RFC 9113 8.2.1)."""
-    if not is_token(name) or bad_value(value):
-        raise ValueError("response header %r cannot be sent" % name)
+    if name not in KNOWN_NAMES or bad_value(value):
+        error = response_field_error(name, value)
+        if error:
+            raise ValueError(error)
     return name.encode("latin-1"), value.strip(" \t").encode("latin-1")
 
 
@@ -167,7 +170,7 @@ class H2Exchange(FramedExchange):
     supports_trailers = True
 
     def __init__(self, conn, sid, request, authority, pushed=False):
-        self._begin(conn, request)
+        FramedExchange.__init__(self, conn, request)
         self.sid = sid
         self.out = deque()
         self.out_len = 0
@@ -311,10 +314,7 @@ class H2Connection(Connection):
     """One HTTP/2 connection (TLS with ALPN h2, or cleartext h2c)."""
 
     def __init__(self, worker: ConnectionHost, scheme="http"):
-        self.worker = worker
-        self.loop = worker.loop
-        self.limits = worker.limits
-        self.scheme = scheme
+        super().__init__(worker, scheme)
         # inbound validation stays on: it refuses CR, LF and NUL in values,
         # upper-case names and connection-specific fields
         config = H2Configuration(client_side=False, header_encoding="latin-1",
@@ -329,13 +329,9 @@ class H2Connection(Connection):
             SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_size,
             SettingCodes.ENABLE_PUSH: 0,
         })
-        self.transport = None
-        self.client = None
-        self.server = None
         self.streams = {}
         self.closing = False        # the last GOAWAY went out (or the client's came)
         self.draining = False       # the first of a graceful close's two GOAWAYs went out
-        self.write_paused = False
         self.last_active = time.monotonic()
         self.last_sid = 0           # highest client stream we took
         self._goaway_sid = None     # set once the last GOAWAY went out
@@ -345,7 +341,6 @@ class H2Connection(Connection):
         self._blocked = set()       # streams waiting for the peer's window
         self._flush_queued = False
         self._conn_unacked = 0
-        self._paused_since = 0.0
         self._hold = False          # h2c upgrade: output waits for the HTTP/1.1 body
         self._h1_left = 0           # bytes of that body still to come
         self._h1_stream = None

@@ -195,7 +195,7 @@ def test_sections_that_do_not_belong(root):
                        RawSection("misc", "", [])], "web", "web.conf")
     assert [str(p) for p in ctx.problems] == [
         "web.conf [server]: expected a [server] section",
-        "web.conf [misc]: expected a section [server], [routes:line], [gateway] or [@alias]"]
+        "web.conf [misc]: expected a section [server], [routes:line], [gateway], [cachefs] or [@alias]"]
 
 
 def test_the_global_section(root):

@@ -402,6 +402,25 @@ def test_connection_close_from_the_client_ends_the_connection(loop):
     assert [ex.request.path for ex in host.dispatched] == ["/a"]
 
 
+def test_a_client_that_asked_to_close_and_sent_nothing_more_is_closed_without_lingering(loop):
+    host, t, conn = open_h1(loop, hello)
+    conn.data_received(get("/a", extra=b"Connection: close\r\n"))
+    host.step()
+    [r] = answers(t)
+    assert r.header("connection") == "close"
+    assert t.closed and not t.eof_written
+
+
+def test_a_client_whose_body_the_app_left_unread_gets_a_half_close(loop):
+    # the rest of the body may still be on its way: close() could reset the answer
+    host, t, conn = open_h1(loop, lambda ex: ex.respond("200 OK", [], b"early"))
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                       b"Content-Length: 10\r\n\r\nabc")
+    host.step()
+    [r] = answers(t)
+    assert r.body == b"early" and t.eof_written and not t.closed
+
+
 def test_connection_close_from_the_app_ends_the_connection(loop):
     host, t, conn = open_h1(loop, lambda ex: ex.respond("200 OK", [("Connection", "close")], b"x"))
     conn.data_received(get("/a") + get("/b"))
@@ -521,6 +540,8 @@ def test_sendfile_sends_the_file_within_the_content_length(loop, tmp_path):
     ("200 OK", [("X-A", "a\x00evil")]),
     ("200 OK", [("X-A\r\nSet-Cookie: evil", "1")]),
     ("200 O\r\nSet-Cookie: evil=1", []),
+    ("200 OK", [("Set-Cookie: evil=1 X", "1")]),     # not a token: the rule HTTP/2 applies
+    ("200 OK", [("", "evil")]),
 ])
 def test_cr_lf_or_nul_in_a_response_head_is_a_500_and_a_close(loop, status, headers):
     for streaming in (False, True):
