@@ -136,6 +136,8 @@ class _Runner:
 
 def mount(prefix, target, app_name="app", host="default"):
     """Mount a WSGI callable, a module/file app spec or a directory at `prefix`."""
+    if _reimporting():
+        return _Runner()        # a worker running the script again for its new code
     names = (host,) if isinstance(host, str) else tuple(host)
     route = _route(prefix, target, app_name)
     if route.kind != STATIC:
@@ -480,6 +482,7 @@ def build_config(**options):
     """The Config that run(**options) would serve."""
     opts = dict(_settings)
     opts.update(options)
+    opts.update(_forced)        # test_client's port wins over the script's run(port=...)
     server_kw = {}
     limit_kw = {}
     global_kw = {}
@@ -543,6 +546,8 @@ def run(**options):
 
     With no command (or `run`) the master serves in the foreground until
     SIGTERM/Ctrl-C; `start` daemonizes it, and the other commands control it."""
+    if _reimporting():
+        return 0
     from .daemon import commands
     command = "run"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
@@ -551,3 +556,20 @@ def run(**options):
     if code:
         sys.exit(code)
     return code
+
+
+# -- development mode (the logic: devel.py, reimport.py, testclient.py) -------------
+_forced = {}          # options that override run()'s, set by testclient's runner
+
+
+def _reimporting():
+    from . import reimport
+    return reimport.running()
+
+
+def is_devel():
+    """True when serving in development mode: `--devel` on the command line,
+    or, inside a worker, a server file's `devel = yes`; never with --silent."""
+    from . import mode
+    return mode.is_devel()
+

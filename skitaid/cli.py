@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true",
                            help="replace or delete a unit file or logrotate config skitaid "
                                 "did not write")
+    for name in ("run", "start"):       # development mode (skitaid/devel.py)
+        parsers[name].add_argument("--devel", action="store_true",
+                                   help="debug pages everywhere, reload when a source changes")
+        parsers[name].add_argument("--silent", action="store_true",
+                                   help="no debug pages and no reloader, whatever asks for them")
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["cache"].add_argument("action", choices=["purge"])
@@ -173,6 +178,9 @@ def cmd_daemon(args) -> int:
     server = getattr(args, "server", None)
     control = args.command in ("stop", "status", "reopen-logs") or (
         args.command == "restart" and server)
+    if getattr(args, "devel", False) or getattr(args, "silent", False):
+        from . import mode
+        mode.set_mode(devel=args.devel or None, silent=args.silent or None)
     config = _load(args, control=control)
     if config is None:
         return 1

@@ -5,6 +5,7 @@ Host groups are picked by the Host header with the rules of hosts.py
 first, against the raw header); inside a group the longest mount prefix wins,
 and at the same prefix an existing static file wins over the app.
 """
+from . import devel, reimport
 from .apps import load_app
 from .config.model import ALIAS, APP, STATIC
 from .handlers.errors import error_response
@@ -63,6 +64,7 @@ class Router:
         return table.fallback
 
     forward = None          # the forward proxy, when enable_proxy is on
+    wants_reload = False    # an app asked for the reloader the master does not run yet
 
     def resolve(self, request):
         """(handler, resolved) or (None, None) when nothing is mounted there."""
@@ -117,7 +119,10 @@ def preload_handlers(config):
 
 def build_router(config, worker):
     """Instantiate handlers for every route of `config` (imports the apps)."""
-    max_age_for = max_age_lookup(config)
+    # development mode: nothing cached by browsers, sources watched
+    max_age_for = (lambda path: 0) if devel.server_devel(config) else max_age_lookup(config)
+    watched = devel.watched(config)
+    wants_reload = False        # an app file's app.use_reloader: the master is told
     aliases = {a.name: a for a in config.aliases}
     verifier = None
     if config.gateway.enabled:
@@ -137,8 +142,13 @@ def build_router(config, worker):
             elif route.kind == APP:
                 key = (id(route.target) if callable(route.target) else route.target, route.prefix)
                 if key not in apps:
-                    apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
+                    app = load_app(route.target)
+                    if callable(route.target) and watched:
+                        app = reimport.fresh(route.target)    # the script's app, edited
+                    apps[key] = WSGIHandler(app, route.prefix, worker)
                     apps[key].verifier = verifier     # the identity of requests with a token
+                    apps[key].debug = devel.apply_debug(route, config, app)
+                    wants_reload = wants_reload or devel.app_reloads(app)
                 m.app = apps[key]
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
@@ -151,6 +161,7 @@ def build_router(config, worker):
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)
+    router.wants_reload = wants_reload and not watched
     if config.enable_proxy:
         from .handlers.proxy import ForwardProxyHandler
         router.forward = ForwardProxyHandler(worker)

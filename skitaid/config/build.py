@@ -104,6 +104,7 @@ _SERVER_KEYS = {
     "proxy_connect_ports": ("proxy_connect_ports", v.ports),
     "tunnel_timeout": ("tunnel_timeout", v.seconds(1)),
     "debug": ("debug", v.boolean),
+    "devel": ("devel", v.boolean),          # development mode (devel.py, daemon/watch.py)
     "request_log": ("request_log", v.boolean),
     "request_log_file": ("request_log_file", v.text()),
     "log_off": ("log_off", v.words),

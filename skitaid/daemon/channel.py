@@ -2,18 +2,26 @@
 
 Worker → master: one byte "R" once the worker serves (the master's loop wakes
 at once instead of noticing on its next tick), or "E<reason>\\n" just before a
-worker that could not start exits (the cause a reload or `status` reports).
+worker that could not start exits (the cause a reload or `status` reports),
+"T<traceback as a JSON string>\n" before that in development mode (the
+master logs it once for the generation, not once per worker),
+or "W" from a worker whose app set `use_reloader = True` (the master starts
+watching its server's sources: it never imports the app to see that itself).
 
 Master → worker: nothing is ever sent; the worker watches its end for EOF.
 Only the master holds the other end (every other child closes its copy right
 after fork), so EOF means the master is gone, however it died.
 """
+import json
 import os
 import socket
 
 READY = b"R"
 FAILED = b"E"
+WATCH = b"W"
+TRACE = b"T"
 MAX_REASON = 500            # bytes of a failure reason kept
+MAX_TRACE = 32768           # bytes of a traceback kept
 
 
 class WorkerChannel:
@@ -24,6 +32,9 @@ class WorkerChannel:
         self.master_end.setblocking(False)
         self.ready = False
         self.reason = ""
+        self.wants_watch = False
+        self.trace = ""             # the boot failure's traceback (development mode)
+        self.server = ""            # the server the worker belongs to
         self._buffer = b""
         self.eof = False
 
@@ -46,7 +57,7 @@ class WorkerChannel:
             if not data:
                 self.eof = True
                 break
-            if len(self._buffer) < 4 * MAX_REASON:
+            if len(self._buffer) < MAX_TRACE + 4 * MAX_REASON:
                 self._buffer += data
         self._parse()
         return self.eof
@@ -57,6 +68,18 @@ class WorkerChannel:
             if buf[:1] == READY:
                 self.ready = True
                 buf = buf[1:]
+            elif buf[:1] == WATCH:
+                self.wants_watch = True
+                buf = buf[1:]
+            elif buf[:1] == TRACE:
+                line, nl, rest = buf[1:].partition(b"\n")
+                if not nl and not self.eof:
+                    break
+                try:
+                    self.trace = str(json.loads(line.decode("utf-8", "replace")))
+                except ValueError:
+                    self.trace = line.decode("utf-8", "replace")
+                buf = rest
             elif buf[:1] == FAILED:
                 line, nl, rest = buf[1:].partition(b"\n")
                 if not nl and not self.eof:
@@ -96,6 +119,13 @@ class MasterLink:
 
     def ready(self):
         self._send(READY)
+
+    def watch(self):
+        self._send(WATCH)
+
+    def traceback(self, text):
+        data = json.dumps(text[-MAX_TRACE // 2:]).encode("utf-8", "replace")
+        self._send(TRACE + data + b"\n")
 
     def failed(self, reason):
         reason = " ".join(str(reason).split())

@@ -57,6 +57,19 @@ def boot_failure(e):
     return (lines[-1].strip() if lines else type(e).__name__) + hint
 
 
+def app_traceback(e):
+    """The traceback of what the app raised (the first cause), without the
+    frames of skitaid's own import machinery around it."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+
+
+def _devel_watched(server):
+    from .. import devel
+    return devel.watched(server)
+
+
 def worker_main(server, sockets, forward_sockets, index, slot, credentials, request_log_path,
                 close, tls_context=None, link=None, quic_socket=None):
     """Runs in the child after fork(); never returns.
@@ -79,6 +92,9 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
             except OSError:
                 pass
         set_title("skitaid: %s worker #%d" % (server.name, index))
+        if server.devel:                # skitaid.is_devel() in this server's apps
+            from .. import mode
+            mode.set_mode(devel=True)
         # skitaid's own modules load while still privileged (the user may not
         # be able to read the Python installation); app code loads after the drop
         from ..routing import preload_handlers
@@ -103,7 +119,11 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
         if code and link is not None:
             link.failed("exit status %s" % code)
     except BaseException as e:
-        error_log.exception("server %r: worker #%d could not start", server.name, index)
+        if link is not None and _devel_watched(server):
+            # the master logs it, once for the generation (not once per worker)
+            link.traceback(app_traceback(e))
+        else:
+            error_log.exception("server %r: worker #%d could not start", server.name, index)
         code = 3
         if link is not None:
             link.failed(boot_failure(e))

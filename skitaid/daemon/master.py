@@ -20,6 +20,7 @@ from . import listeners, orphans
 from .udp import QuicGroups
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
+from .watch import Reloader
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
 from ..tlsctx import ContextCache
@@ -68,6 +69,8 @@ class Master:
         # session-ticket key; kept across reloads while its files are unchanged
         self._tls = ContextCache()
         self._failed_at = {}           # what → when its last failure was logged (_guarded)
+        self.reloader = None           # development mode's source watcher (watch.py)
+        self._last_trace = None        # (generation, traceback) logged for a boot failure
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -120,6 +123,8 @@ class Master:
                            server.threads)
             self.pools[server.name] = ServerPool(self, server, self._sockets(server),
                                                  self._tls_context(server))
+        self.reloader = Reloader(self.selector)
+        self._guarded("starting the source watcher", self.reloader.update, self.config)
         try:
             self._loop()
         finally:
@@ -203,7 +208,8 @@ class Master:
     # -- the loop -------------------------------------------------------------------
     def _loop(self):
         while True:
-            busy = self.reloading or not self.ready_sent or self.stopping
+            busy = self.reloading or not self.ready_sent or self.stopping or (
+                self.reloader is not None and self.reloader.due is not None)
             for key, _ in self.selector.select(0.1 if busy else 0.5):
                 if key.data == "wake":
                     try:
@@ -214,10 +220,16 @@ class Master:
                 elif key.data == "control":
                     self._guarded("serving the control socket", control.serve_one,
                                   self.control, self._answer)
+                elif key.data == "watch":
+                    self._guarded("reading the source watcher", self.reloader.readable,
+                                  time.monotonic())
                 elif isinstance(key.data, WorkerChannel):
                     # "ready" or a boot failure's cause; the tick below acts on it
                     if key.data.read():
                         self._unwatch(key.data)
+                    if key.data.wants_watch and self.reloader is not None:
+                        self._guarded("starting the source watcher", self.reloader.ask,
+                                      key.data.server, self.config)
             while self.signals:
                 sig = self.signals.pop(0)
                 self._guarded("handling %s" % _signal_name(sig), self._handle_signal, sig)
@@ -306,6 +318,8 @@ class Master:
             self._next_watchdog = now + self._watchdog / 2
         if self.stopping:
             return
+        if self.reloader is not None and self.reloader.take_due(now):
+            self.reload("source changed")
         states = [p.state for p in self.pools.values()]
         if not self.ready_sent:
             if all(s in (RUNNING, FAILED) for s in states):
@@ -364,6 +378,7 @@ class Master:
         # the other workers' channels: only the master may hold their ends
         close += [c.master_end for c in self._channels.values()]
         channel = WorkerChannel()
+        channel.server = server.name
         close.append(channel.master_end)
         master_pid = os.getpid()
         # Until the child has its own handlers, a signal for it (a stop right
@@ -393,6 +408,10 @@ class Master:
         if channel is None:
             return ""
         channel.read()
+        if channel.trace and (worker.generation, channel.trace) != self._last_trace:
+            self._last_trace = (worker.generation, channel.trace)
+            error_log.error("server %r: worker #%d could not start\n%s", channel.server,
+                            worker.index, channel.trace.rstrip())
         return channel.reason
 
     def release(self, worker):
@@ -423,7 +442,7 @@ class Master:
                 "serving" % (pool.name, why or "no reason given", pool.current.number))
 
     # -- operations -------------------------------------------------------------------
-    def reload(self):
+    def reload(self, why="HUP"):
         """Re-read the config; start new generations; keep the old config if it is bad."""
         if self.stopping:
             return {"ok": False, "messages": ["stopping"]}
@@ -443,7 +462,7 @@ class Master:
                 self.last_reload = {"ok": False, "messages": messages}
                 return self.last_reload
         systemd.notify("RELOADING=1", "MONOTONIC_USEC=%d" % systemd.monotonic_usec())
-        error_log.info("reloading (HUP)")
+        error_log.info("reloading (%s)", why)
         messages = []
         if new.globals != self.config.globals:
             messages.append("[global] changes (paths, user) take effect at the next restart")
@@ -475,6 +494,8 @@ class Master:
         self.config = new
         self.reloading = True
         self.last_reload = {"ok": not messages, "messages": messages}
+        if self.reloader is not None:       # the new config's sources
+            self._guarded("updating the source watcher", self.reloader.update, new)
         return self.last_reload
 
     def _close_unused_listeners(self):
@@ -596,6 +617,8 @@ class Master:
     # -- end ---------------------------------------------------------------------------
     def _cleanup(self):
         self._tell_starter(b"")
+        if self.reloader is not None:
+            self.reloader.close()
         for sig in _HANDLED:
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

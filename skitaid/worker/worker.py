@@ -144,6 +144,8 @@ class Worker:
                 random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
             self.slot.set(READY, 0)
         if self.link is not None:
+            if getattr(self.router, "wants_reload", False):
+                self.link.watch()       # app.use_reloader: the master watches the sources
             self.link.ready()           # the master notices at once, not on its next tick
             # EOF here: the master died (kill -9, a crash); stop rather than serve on
             loop.add_reader(self.link.fileno(), self._check_master)
