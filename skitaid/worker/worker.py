@@ -18,6 +18,7 @@ import weakref
 from ..apps import prepare_imports
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
+from .. import stats
 from ..protocols.forward import ForwardConnection
 from ..protocols.h1 import H1Connection
 from ..corequest.engine import start_worker_engine, stop_worker_engine
@@ -77,6 +78,11 @@ class Worker:
         self.handshaking = weakref.WeakSet()
         self.servers = []
         self.requests = 0
+        # request counters and gauges (stats.py): the master's row of this
+        # worker when it has one, else private
+        region = stats.region()
+        self.counts = (region.worker(slot.index) if region is not None and slot is not None
+                       else stats.Counts())
         self._stop = None
         self._stopping = False
         self._flush_queue = []
@@ -191,6 +197,7 @@ class Worker:
         if self.slot is not None:
             from ..scoreboard import STOPPING
             self.slot.set(STOPPING, self.requests)
+        self.publish_counts()
         error_log.info("stopping %s, %d connection(s) open",
                        "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
@@ -220,6 +227,27 @@ class Worker:
             self.pool.shutdown(timeout=1.0)
         stop_worker_engine()
         await asyncio.sleep(0)
+        self.publish_counts()       # the last requests' counts, before the process exits
+
+    def publish_counts(self):
+        """Gauges of now, and the counters, into this worker's stats row."""
+        c = self.counts
+        g = c.gauges
+        conns = self.connections
+        kinds = [conn.kind for conn in conns]
+        g[0] = len(conns)
+        g[1] = sum(len(conn.in_flight()) for conn in conns)
+        g[5] = kinds.count("websocket")
+        g[6] = kinds.count("tunnel")
+        pool = self.pool
+        if pool is not None:
+            g[2] = pool.size
+            g[3] = pool.busy
+            g[4] = pool.queued()
+        cache = getattr(self.corequests, "cache", None)
+        if cache is not None:
+            g[7], g[8], g[9] = len(cache), cache.hits, cache.misses
+        c.flush()
 
     def _log_cut(self, graceful):
         """The stop's deadline has come: each request still running is cut, and
@@ -289,6 +317,7 @@ class Worker:
             self._check_master()        # the parent-pid check, wherever EOF was missed
         for conn in list(self.connections):
             conn.sweep(now)
+        self.publish_counts()
         slot = self.slot
         if slot is not None and not self._stopping:
             # the heartbeat: a loop that stops coming here is hung
@@ -338,9 +367,14 @@ class Worker:
 
     def exchange_finished(self, exchange):
         self.requests += 1
+        now = time.monotonic()
+        request = exchange.request
+        body = request.body
+        self.counts.count(request.method, exchange.status, exchange.sent,
+                          body.received if body is not None else 0,
+                          now - (exchange.t_start or now))
         log = self.request_log
         if log.enabled:
-            now = time.monotonic()
             # handling: until the head went out (handlers that stream stamp
             # t_handled then); transfer: from there to the end of the body
             handled = exchange.t_handled or now

@@ -1,0 +1,102 @@
+"""Request counters of every worker, in memory shared with the master.
+
+Below both the daemon and the worker, like scoreboard.py: the master maps
+the region before it forks; each worker owns the row of its scoreboard
+slot. A worker counts in a plain Python list (a few list increments per
+request: cheap) and copies the list into its row once a second and when it
+stops; the master reads the rows. When a worker is gone the master folds
+its row into the server's total (daemon/report.py), so a counter never goes
+backwards when a worker is replaced or a generation retires. What a worker
+counted after its last copy is lost if it is killed (at most a second).
+"""
+import bisect
+import mmap
+import struct
+
+from .scoreboard import SLOTS
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
+_METHOD_INDEX = {m: i for i, m in enumerate(METHODS)}
+CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# request duration histogram bounds, seconds (Prometheus' default buckets)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# counters (one row of unsigned 64-bit integers)
+REQUESTS = 0                                  # METHODS × CLASSES
+HISTOGRAM = REQUESTS + len(METHODS) * len(CLASSES)   # len(BUCKETS) + 1 (+Inf)
+DURATION_US = HISTOGRAM + len(BUCKETS) + 1    # sum of durations, microseconds
+SENT = DURATION_US + 1                        # response bytes
+RECEIVED = SENT + 1                           # request body bytes
+COUNTERS = RECEIVED + 1
+
+# gauges (signed), written by the worker with its counters
+GAUGES = ("connections", "in_flight", "threads", "threads_busy", "threads_queued",
+          "websockets", "tunnels", "cache_items", "cache_hits", "cache_misses")
+
+_ROW = struct.Struct("=%dQ%dq" % (COUNTERS, len(GAUGES)))
+_SIZE = (_ROW.size + 63) // 64 * 64
+
+
+def row_index(method, status):
+    """The REQUESTS counter of (method, status)."""
+    c = status // 100 - 1
+    if not 0 <= c < 5:
+        c = 4
+    return _METHOD_INDEX.get(method, 7) * 5 + c
+
+
+class Counts:
+    """What one worker counts (its own memory); `flush()` copies it to its row."""
+
+    __slots__ = ("counts", "gauges", "mem", "offset")
+
+    def __init__(self, mem=None, index=0):
+        self.counts = [0] * COUNTERS
+        self.gauges = [0] * len(GAUGES)
+        self.mem = mem
+        self.offset = index * _SIZE
+
+    def count(self, method, status, sent, received, seconds):
+        c = self.counts
+        c[row_index(method, status)] += 1
+        c[HISTOGRAM + bisect.bisect_left(BUCKETS, seconds)] += 1
+        c[DURATION_US] += int(seconds * 1000000.0)
+        c[SENT] += sent
+        c[RECEIVED] += received
+
+    def flush(self):
+        if self.mem is not None:
+            _ROW.pack_into(self.mem, self.offset, *self.counts, *self.gauges)
+
+
+class StatsRegion:
+    def __init__(self, slots=SLOTS):
+        self.slots = slots
+        self.mem = mmap.mmap(-1, slots * _SIZE)      # MAP_SHARED | MAP_ANONYMOUS
+
+    def worker(self, index):
+        """A worker's Counts, writing to row `index` (its scoreboard slot)."""
+        return Counts(self.mem, index)
+
+    def read(self, index):
+        """(counters, gauges) of row `index`, as lists."""
+        values = _ROW.unpack_from(self.mem, index * _SIZE)
+        return list(values[:COUNTERS]), list(values[COUNTERS:])
+
+    def clear(self, index):
+        self.mem[index * _SIZE:(index + 1) * _SIZE] = bytes(_SIZE)
+
+
+_region = None
+
+
+def create(slots=SLOTS):
+    """Master, before any fork."""
+    global _region
+    _region = StatsRegion(slots)
+    return _region
+
+
+def region():
+    """The region this process inherited (None outside a master's workers)."""
+    return _region
