@@ -113,7 +113,8 @@ class Worker:
         self.pool = ThreadPool(config.threads) if config.threads > 0 else None
         self.request_log = RequestLog(loop, self.request_log_path or config.request_log_file or None,
                                       "W%d" % self.worker_id,
-                                      config.log_off, config.request_log)
+                                      config.log_off, config.request_log,
+                                      config.request_log_format)
         # before the apps import: an app module may start corequests at import
         self.corequests = start_worker_engine(self)
         prepare_imports(config.pythonpath, config.working_dir)
