@@ -22,6 +22,7 @@ ERROR_SIZE = 120
 _ROW = struct.Struct("=%dsddqQQQd%ds" % (NAME_SIZE, ERROR_SIZE))
 _SIZE = (_ROW.size + 63) // 64 * 64
 _DOWN = struct.Struct("=d")
+LOCK_WAIT = 0.05
 
 _region = None
 _local_lock = threading.Lock()
@@ -53,11 +54,20 @@ class Row:
                 "last_error": error.rstrip(b"\0").decode("utf-8", "replace")}
 
     def _update(self, fn):
+        """Read-modify-write under the shared lock. A worker killed while it
+        held the lock would hold it for ever: after LOCK_WAIT the update is
+        skipped (the figures are advice, serving must never wait on them)."""
         mem = self.health.mem
-        with _local_lock, self.health.lock:
-            values = list(_ROW.unpack_from(mem, self.offset))
-            fn(values)
-            _ROW.pack_into(mem, self.offset, *values)
+        with _local_lock:
+            lock = self.health.lock
+            if not lock.acquire(timeout=LOCK_WAIT):
+                return
+            try:
+                values = list(_ROW.unpack_from(mem, self.offset))
+                fn(values)
+                _ROW.pack_into(mem, self.offset, *values)
+            finally:
+                lock.release()
 
     def add_inflight(self, delta):
         def f(v):

@@ -73,8 +73,14 @@ def test_json_is_the_status_document_and_the_page_shows_every_worker(observed):
         assert 'data-pid="%d"' % w["pid"] in page
 
 
-def test_metrics_totals_count_every_request_and_survive_a_killed_worker(observed):
-    site, port, _ = observed
+def test_metrics_totals_count_every_request_and_survive_a_killed_worker(site, master):
+    # the app's traffic goes to server "app"; the scrapes to "mon" (so they are not counted)
+    site.app()
+    port, mon = free_port(), free_port()
+    site.ini("app", port, processes=2)
+    site.ini("mon", mon, processes=1, metrics_path="/metrics")
+    master(port)
+    assert wait_for(lambda: request(mon, "/metrics")[0] == 200, 15)
     n = 40
     for _ in range(n):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -82,23 +88,27 @@ def test_metrics_totals_count_every_request_and_survive_a_killed_worker(observed
         assert conn.getresponse().read()
         conn.close()
     # the counts reach the master within a couple of seconds
-    assert wait_for(lambda: total_requests(port) >= n, 10, 0.2)
-    before = total_requests(port)
-    served = [w["requests"] for w in site.server("web")["workers"]]
-    assert all(served), served       # spread over both workers
-    victim = site.server("web")["workers"][0]["pid"]
+    assert wait_for(lambda: total_requests(mon, "app") == n, 10, 0.2), total_requests(mon, "app")
+    assert wait_for(lambda: all(w["requests"] for w in site.server("app")["workers"]), 10, 0.2)
+    victim = site.server("app")["workers"][0]["pid"]
     os.kill(victim, signal.SIGKILL)
-    assert wait_for(lambda: victim not in site.pids("web") and len(site.pids("web")) == 2, 15)
-    assert wait_for(lambda: victim not in [w["pid"] for w in json.loads(
-        request(port, "/server-status?json")[2])["servers"][0]["workers"]], 10, 0.2)
-    assert total_requests(port) >= before
-    fams = {f.name for f in text_string_to_metric_families(request(port, "/metrics")[2].decode())}
+    assert wait_for(lambda: victim not in site.pids("app") and len(site.pids("app")) == 2, 15)
+    assert wait_for(lambda: victim not in [w["pid"] for w in site.server("app")["workers"]], 10)
+    assert wait_for(lambda: victim not in [s.labels["pid"] for s in metrics(mon)[
+        "skitaid_worker_resident_memory_bytes"]], 10, 0.2)
+    assert total_requests(mon, "app") == n          # the dead worker's count is kept
+    fams = {f.name for f in text_string_to_metric_families(request(mon, "/metrics")[2].decode())}
     for name in ("skitaid_requests", "skitaid_request_duration_seconds", "skitaid_response_bytes",
                  "skitaid_connections", "skitaid_worker_cpu_seconds",
                  "skitaid_worker_resident_memory_bytes", "skitaid_worker_restarts"):
         assert name in fams
-    restarts = metrics(port)["skitaid_worker_restarts_total"]
-    assert any(s.labels["reason"] == "died" and s.value >= 1 for s in restarts)
+    assert wait_for(lambda: "skitaid_worker_restarts_total" in metrics(mon), 10, 0.2), site.server("app")
+    restarts = metrics(mon)["skitaid_worker_restarts_total"]
+    assert any(s.labels["server"] == "app" and s.labels["reason"] == "died" and s.value >= 1
+               for s in restarts)
+    hist = [s for s in metrics(mon)["skitaid_request_duration_seconds_count"]
+            if s.labels["server"] == "app"]
+    assert hist[0].value == n
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian prometheus) not installed")
