@@ -34,7 +34,11 @@ GAUGES = ("connections", "in_flight", "threads", "threads_busy", "threads_queued
           "websockets", "tunnels", "cache_items", "cache_hits", "cache_misses")
 
 _ROW = struct.Struct("=%dQ%dq" % (COUNTERS, len(GAUGES)))
-_SIZE = (_ROW.size + 63) // 64 * 64
+# then a small JSON document of figures whose shape varies (database pools)
+EXTRA = 1024
+_EXTRA_AT = (_ROW.size + 7) // 8 * 8
+_EXTRA_LEN = struct.Struct("=I")
+_SIZE = (_EXTRA_AT + _EXTRA_LEN.size + EXTRA + 63) // 64 * 64
 
 
 def row_index(method, status):
@@ -68,6 +72,17 @@ class Counts:
         if self.mem is not None:
             _ROW.pack_into(self.mem, self.offset, *self.counts, *self.gauges)
 
+    def set_extra(self, data):
+        """Replace the row's extra document (bytes, at most EXTRA; longer is dropped)."""
+        if self.mem is None:
+            return
+        if len(data) > EXTRA:
+            data = b""
+        at = self.offset + _EXTRA_AT
+        _EXTRA_LEN.pack_into(self.mem, at, 0)          # readers see nothing meanwhile
+        self.mem[at + _EXTRA_LEN.size:at + _EXTRA_LEN.size + len(data)] = data
+        _EXTRA_LEN.pack_into(self.mem, at, len(data))
+
 
 class StatsRegion:
     def __init__(self, slots=SLOTS):
@@ -82,6 +97,12 @@ class StatsRegion:
         """(counters, gauges) of row `index`, as lists."""
         values = _ROW.unpack_from(self.mem, index * _SIZE)
         return list(values[:COUNTERS]), list(values[COUNTERS:])
+
+    def read_extra(self, index):
+        """The row's extra document (bytes; b"" when none)."""
+        at = index * _SIZE + _EXTRA_AT
+        n = min(_EXTRA_LEN.unpack_from(self.mem, at)[0], EXTRA)
+        return self.mem[at + _EXTRA_LEN.size:at + _EXTRA_LEN.size + n]
 
     def clear(self, index):
         self.mem[index * _SIZE:(index + 1) * _SIZE] = bytes(_SIZE)

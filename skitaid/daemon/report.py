@@ -140,6 +140,15 @@ def describe_worker(out, w, region, pool):
     _, gauges = region.read(w.slot)
     for name, value in zip(stats.GAUGES, gauges):
         out[name] = value
+    extra = region.read_extra(w.slot)
+    pools = {}
+    if extra:
+        import json
+        try:
+            pools = json.loads(extra).get("db_pools") or {}
+        except ValueError:          # caught mid-write: next second's figures
+            pools = {}
+    out["db_pools"] = pools
     proc = w.status_proc
     if proc is not None:
         try:
@@ -181,3 +190,11 @@ def describe_server(out, pool, traffic, table):
                 row["retry_in"] = round(max(0.0, until - now), 1)
                 backends.setdefault(alias, {})[member] = row
     out["backends"] = backends
+    databases = {}
+    for w in out["workers"]:
+        for alias, (opened, in_use, most) in (w.get("db_pools") or {}).items():
+            d = databases.setdefault(alias, {"open": 0, "in_use": 0, "max": 0})
+            d["open"] += opened
+            d["in_use"] += in_use
+            d["max"] += most
+    out["databases"] = databases

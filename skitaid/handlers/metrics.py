@@ -57,6 +57,12 @@ class DocumentCollector:
                                     labels=["server", "alias", "member", "outcome"])
         b_inflight = GaugeMetricFamily("skitaid_backend_in_flight", "Calls in flight",
                                        labels=["server", "alias", "member"])
+        pools = GaugeMetricFamily("skitaid_db_pool_connections",
+                                  "Database connections of the workers' pools",
+                                  labels=["server", "alias", "state"])
+        pool_max = GaugeMetricFamily("skitaid_db_pool_max_connections",
+                                     "Database connections the pools may open",
+                                     labels=["server", "alias"])
         hits = CounterMetricFamily("skitaid_result_cache_hits", "Result cache hits",
                                    labels=["server"])
         misses = CounterMetricFamily("skitaid_result_cache_misses", "Result cache misses",
@@ -114,12 +120,16 @@ class DocumentCollector:
                     b_req.add_metric(labels + ["ok"], max(0, ok))
                     b_req.add_metric(labels + ["failure"], row["failures"])
                     b_req.add_metric(labels + ["timeout"], row["timeouts"])
+            for alias, d in (s.get("databases") or {}).items():
+                pools.add_metric([name, alias, "in_use"], d["in_use"])
+                pools.add_metric([name, alias, "idle"], max(0, d["open"] - d["in_use"]))
+                pool_max.add_metric([name, alias], d["max"])
             cache = s.get("cache") or {}
             hits.add_metric([name], cache.get("hits", 0))
             misses.add_metric([name], cache.get("misses", 0))
             items.add_metric([name], cache.get("items", 0))
         yield from (reqs, hist, sent, received, conns, inflight, workers, cpu, rss, restarts,
-                    busy, b_up, b_req, b_inflight, hits, misses, items, ws, tunnels)
+                    busy, b_up, b_req, b_inflight, pools, pool_max, hits, misses, items, ws, tunnels)
         for hook in _hooks:
             yield from hook(self.doc)
 

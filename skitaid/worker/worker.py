@@ -7,6 +7,7 @@ SIGTERM/SIGINT (stop accepting, finish in-flight requests up to
 """
 import asyncio
 import errno
+import json
 import random
 import resource
 import selectors
@@ -83,6 +84,7 @@ class Worker:
         region = stats.region()
         self.counts = (region.worker(slot.index) if region is not None and slot is not None
                        else stats.Counts())
+        self._pools_published = {}
         self._stop = None
         self._stopping = False
         self._flush_queue = []
@@ -249,6 +251,24 @@ class Worker:
         if cache is not None:
             g[7], g[8], g[9] = len(cache), cache.hits, cache.misses
         c.flush()
+        pools = self._db_pools()
+        if pools != self._pools_published:
+            self._pools_published = pools
+            c.set_extra(json.dumps({"db_pools": pools}).encode() if pools else b"")
+
+    def _db_pools(self):
+        """{alias: [open, in use, max]} of this worker's database pools."""
+        out = {}
+        for db in list(getattr(self.corequests, "databases", {}).values()):
+            for state in db.cluster.members:
+                pool = getattr(state.backend, "pool", None)
+                if pool is None:
+                    continue
+                figures = out.setdefault(db.name, [0, 0, 0])
+                figures[0] += pool.size
+                figures[1] += pool.in_use
+                figures[2] += pool.max_size
+        return out
 
     def _log_cut(self, graceful):
         """The stop's deadline has come: each request still running is cut, and
