@@ -12,6 +12,7 @@ counted after its last copy is lost if it is killed (at most a second).
 import bisect
 import mmap
 import struct
+import time
 
 from .scoreboard import SLOTS
 
@@ -41,6 +42,14 @@ _EXTRA_LEN = struct.Struct("=I")
 _SIZE = (_EXTRA_AT + _EXTRA_LEN.size + EXTRA + 63) // 64 * 64
 
 
+_METHOD_ROW = {m: i * len(CLASSES) for i, m in enumerate(METHODS)}
+_OTHER_ROW = _METHOD_ROW["other"]
+# status → its class's column (1xx → 0 … 5xx → 4; anything else counts as 5xx)
+_CLASS_OF = [4] * 100 + [c for c in range(5) for _ in range(100)]
+_bisect = bisect.bisect_left
+_clock = time.monotonic
+
+
 def row_index(method, status):
     """The REQUESTS counter of (method, status)."""
     c = status // 100 - 1
@@ -52,24 +61,43 @@ def row_index(method, status):
 class Counts:
     """What one worker counts (its own memory); `flush()` copies it to its row."""
 
-    __slots__ = ("counts", "gauges", "mem", "offset")
+    __slots__ = ("counts", "gauges", "mem", "offset", "seconds")
 
     def __init__(self, mem=None, index=0):
         self.counts = [0] * COUNTERS
         self.gauges = [0] * len(GAUGES)
         self.mem = mem
         self.offset = index * _SIZE
+        self.seconds = 0.0          # the duration sum, as microseconds at flush()
 
     def count(self, method, status, sent, received, seconds):
         c = self.counts
         c[row_index(method, status)] += 1
-        c[HISTOGRAM + bisect.bisect_left(BUCKETS, seconds)] += 1
-        c[DURATION_US] += int(seconds * 1000000.0)
+        c[HISTOGRAM + _bisect(BUCKETS, seconds)] += 1
+        self.seconds += seconds
         c[SENT] += sent
         c[RECEIVED] += received
 
+    def finished(self, exchange):
+        """count() of a finished exchange, written for speed (once per request:
+        no int(), no helper calls; about 0.4 µs)."""
+        request = exchange.request
+        start = exchange.t_start
+        seconds = _clock() - start if start else 0.0
+        status = exchange.status
+        c = self.counts
+        c[_METHOD_ROW.get(request.method, _OTHER_ROW) + (
+            _CLASS_OF[status] if 0 <= status < 600 else 4)] += 1
+        c[HISTOGRAM + _bisect(BUCKETS, seconds)] += 1
+        self.seconds += seconds
+        c[SENT] += exchange.sent
+        body = request.body
+        if body is not None and body.received:
+            c[RECEIVED] += body.received
+
     def flush(self):
         if self.mem is not None:
+            self.counts[DURATION_US] = int(self.seconds * 1000000.0)
             _ROW.pack_into(self.mem, self.offset, *self.counts, *self.gauges)
 
     def set_extra(self, data):

@@ -76,16 +76,21 @@ class Traffic:
         self.region = region
         self.retired = {}           # server → counters of its workers that are gone
         self.retired_cpu = {}       # server → CPU seconds of its workers that are gone
+        self.retired_cache = {}     # server → [cache hits, misses] of its workers that are gone
         self.history = {}           # server → deque of (monotonic, counters)
         self._next_sample = 0.0
 
     def fold(self, server, slot, cpu_seconds=0.0):
         """A worker is gone: its row joins the server's total, and is cleared."""
-        counters, _ = self.region.read(slot)
+        counters, gauges = self.region.read(slot)
         total = self.retired.setdefault(server, [0] * stats.COUNTERS)
         for i, n in enumerate(counters):
             total[i] += n
         self.retired_cpu[server] = self.retired_cpu.get(server, 0.0) + cpu_seconds
+        # the result cache's hits and misses are counters too
+        cache = self.retired_cache.setdefault(server, [0, 0])
+        cache[0] += gauges[stats.GAUGES.index("cache_hits")]
+        cache[1] += gauges[stats.GAUGES.index("cache_misses")]
         self.region.clear(slot)
 
     def totals(self, server, slots):
@@ -174,6 +179,9 @@ def describe_server(out, pool, traffic, table):
     for name in ("connections", "in_flight", "websockets", "tunnels", "cache_items",
                  "cache_hits", "cache_misses"):
         sums[name] = sum(w.get(name, 0) for w in out["workers"])
+    gone = traffic.retired_cache.get(pool.name, (0, 0))
+    sums["cache_hits"] += gone[0]
+    sums["cache_misses"] += gone[1]
     looked = sums["cache_hits"] + sums["cache_misses"]
     out["totals"] = sums
     out["cache"] = {"items": sums["cache_items"], "hits": sums["cache_hits"],

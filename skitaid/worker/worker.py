@@ -388,14 +388,10 @@ class Worker:
 
     def exchange_finished(self, exchange):
         self.requests += 1
-        now = time.monotonic()
-        request = exchange.request
-        body = request.body
-        self.counts.count(request.method, exchange.status, exchange.sent,
-                          body.received if body is not None else 0,
-                          now - (exchange.t_start or now))
+        self.counts.finished(exchange)      # the status page's and /metrics' counters
         log = self.request_log
         if log.enabled:
+            now = time.monotonic()
             # handling: until the head went out (handlers that stream stamp
             # t_handled then); transfer: from there to the end of the body
             handled = exchange.t_handled or now

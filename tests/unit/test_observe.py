@@ -26,9 +26,36 @@ def test_counts_land_in_the_row_and_fold_into_the_total():
     assert s["by_method"] == {"GET": {"2xx": 1}, "POST": {"5xx": 1}, "other": {"4xx": 1}}
     assert s["response_bytes"] == 16 and s["request_bytes"] == 7
     assert s["duration_buckets"][0] == 1 and s["duration_buckets"][-1] == 1
+    c.gauges[stats.GAUGES.index("cache_hits")] = 5
+    c.flush()
     traffic.fold("web", 2)
     assert region.read(2)[0] == [0] * stats.COUNTERS
+    assert traffic.retired_cache["web"] == [5, 0]
     assert report.summarize(traffic.totals("web", []))["requests"] == 3   # never backwards
+
+
+def test_finished_counts_as_count_does():
+    class Body:
+        received = 9
+
+    class Request:
+        method = "PUT"
+        body = Body()
+
+    class Exchange:
+        request = Request()
+        status = 201
+        sent = 3
+        t_start = 0.0
+
+    c = stats.Counts()
+    c.finished(Exchange())
+    d = stats.Counts()
+    d.count("PUT", 201, 3, 9, 0.0)
+    assert c.counts == d.counts
+    Exchange.status = 999
+    c.finished(Exchange())
+    assert c.counts[stats.row_index("PUT", 500)] == 1
 
 
 def test_percentile_interpolates_inside_the_bucket():
