@@ -8,7 +8,7 @@ here; the rest of the public names are imported when first used.
 from .version import __version__
 from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   enable_debug, config, set_worker_critical_point, enable_ssl,
-                  enable_forward, alias, register_cache_keys, register_states, enable_proxy,
+                  enable_forward, alias, register_cache_keys, register_states, enable_proxy, enable_status,
                   enable_gateway, set_auth_handler, enable_cachefs,
                   set_keep_alive, set_request_timeout, set_max_upload_size,
                   set_backend_keep_alive, set_max_rcache, abspath, getswd, use_poll, is_devel,
@@ -22,7 +22,7 @@ _WEBSOCKET_NAMES = ("websocket", "WS_SIMPLE", "WS_CHANNEL", "WS_DEDICATED", "WS_
 __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "set_503_estimated_timeout", "enable_debug", "config",
            "set_worker_critical_point", "enable_ssl", "enable_forward", "push",
-           "alias", "register_cache_keys", "register_states", "enable_proxy",
+           "alias", "register_cache_keys", "register_states", "enable_proxy", "enable_status",
            "enable_gateway", "set_auth_handler", "enable_cachefs",
            "set_keep_alive", "set_request_timeout", "set_max_upload_size",
            "set_backend_keep_alive", "set_max_rcache", "abspath", "getswd", "use_poll",

@@ -248,6 +248,35 @@ def enable_proxy(on=True, allow=None, connect_ports=None):
             raise ValueError("connect_ports: %s" % e.args[0])
 
 
+def enable_status(path="/server-status", allow=None, auth=None, metrics_path=None):
+    """Serve the status page at `path` (None: off) and Prometheus metrics at
+    `metrics_path`, to clients in `allow` (networks; default loopback only),
+    with HTTP Basic `auth` = "user:HASH" (the line `skitaid passwd USER` prints,
+    without "status_auth = ")."""
+    from .config import observe
+    from .config.values import Bad, normalise_network
+    for name, value in (("path", path), ("metrics_path", metrics_path)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError("skitaid.enable_status: %s must be a str or None" % name)
+        try:
+            _settings["status_path" if name == "path" else name] = observe.url_path(value)
+        except Bad as e:
+            raise ValueError("skitaid.enable_status: %s=%r: expected %s" % (name, value, e.args[0]))
+    if path is None:
+        _settings["status_path"] = ""
+    if allow is not None:
+        allow = [allow] if isinstance(allow, str) else list(allow)
+        _settings["status_allow"] = tuple(normalise_network(a) for a in allow)
+    if auth is not None:
+        try:
+            _settings["status_auth"] = observe.auth(auth)
+        except (Bad, TypeError, AttributeError):
+            raise ValueError("skitaid.enable_status: auth must be user:HASH from "
+                             "`skitaid passwd USER`, never a plain password") from None
+
+
 def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_file=None,
                    jwks_file=None, algorithms=None, issuer=None, audience=None, leeway=None,
                    header=None, realm=None, roles_claim=None):

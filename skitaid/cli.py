@@ -19,6 +19,8 @@ COMMANDS = [
     ("reload", "load the changed config without dropping requests"),
     ("status", "show whether the daemon runs, and its workers"),
     ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
+    ("top", "a live view of the workers (q quits; c, m, r sort by CPU, memory, requests)"),
+    ("passwd", "print a status_auth line for USER (asks for the password)"),
     ("install", "install the systemd unit and the logrotate config"),
     ("remove", "remove the systemd unit and the logrotate config"),
     ("cache", "the HTTP cache: cache purge [SERVER] [URL-PREFIX]"),
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["cache"].add_argument("server", nargs="?", help="a server name (default: all)")
     parsers["cache"].add_argument("prefix", nargs="?",
                                   help="remove only entries whose URL starts with this")
+    parsers["passwd"].add_argument("user", help="the user name of status_auth")
+    parsers["top"].add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                                help="refresh interval (default 1)")
     parsers["restart"].add_argument("server", nargs="?",
                                     help="replace only this server's workers, gracefully")
     return parser
@@ -220,7 +225,44 @@ def _main(argv):
             return 1
         from .daemon.cachecmd import purge
         return purge(config, args.server, args.prefix)
+    if args.command == "passwd":
+        return cmd_passwd(args)
+    if args.command == "top":
+        return cmd_top(args)
     return cmd_daemon(args)
+
+
+def cmd_passwd(args) -> int:
+    """Ask for a password (twice on a terminal; one line from a pipe) and print
+    the status_auth line with its scrypt hash."""
+    import getpass
+    from .passwords import auth_line
+    if not args.user or ":" in args.user:
+        print("skitaid passwd: a user name without ':' is needed", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("password for %s: " % args.user)
+        if getpass.getpass("again: ") != password:
+            print("skitaid passwd: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("skitaid passwd: an empty password is refused", file=sys.stderr)
+        return 1
+    print(auth_line(args.user, password))
+    return 0
+
+
+def cmd_top(args) -> int:
+    config = _load(args, control=True)
+    if config is None:
+        return 1
+    if not args.interval > 0:
+        print("skitaid top: --interval must be > 0", file=sys.stderr)
+        return 2
+    from .daemon import top
+    return top.main(config, args.interval)
 
 
 if __name__ == "__main__":

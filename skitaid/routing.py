@@ -65,6 +65,8 @@ class Router:
 
     forward = None          # the forward proxy, when enable_proxy is on
     wants_reload = False    # an app asked for the reloader the master does not run yet
+    status = None           # the status page / metrics handler (status_path, metrics_path)
+    status_paths = ()
 
     def resolve(self, request):
         """(handler, resolved) or (None, None) when nothing is mounted there."""
@@ -73,6 +75,8 @@ class Router:
         path = request.path
         if not path:        # CONNECT's authority-form (protocols/h1.py)
             return _RefuseConnect, None
+        if self.status_paths and path in self.status_paths:
+            return self.status, None        # on every virtual host, before the mounts
         mounts = self.mounts_for(request.host, request)
         if not mounts:
             return None, None
@@ -112,6 +116,9 @@ def preload_handlers(config):
     kinds = {route.kind for group in config.hosts for route in group.routes}
     if STATIC in kinds:
         from .handlers import static  # noqa: F401
+    if config.status_path or config.metrics_path:
+        from .handlers import metrics, status  # noqa: F401
+        import jinja2  # noqa: F401
     if ALIAS in kinds or config.enable_proxy:
         from .handlers import gateway, proxy  # noqa: F401
         from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
@@ -165,4 +172,8 @@ def build_router(config, worker):
     if config.enable_proxy:
         from .handlers.proxy import ForwardProxyHandler
         router.forward = ForwardProxyHandler(worker)
+    if config.status_path or config.metrics_path:
+        from .handlers.status import StatusHandler
+        router.status = StatusHandler(config)
+        router.status_paths = router.status.paths()
     return router

@@ -51,10 +51,11 @@ class Scoreboard:
 class Slot:
     """What a worker holds: its own entry."""
 
-    __slots__ = ("mem", "offset")
+    __slots__ = ("mem", "offset", "index")
 
     def __init__(self, mem, index):
         self.mem = mem
+        self.index = index          # also its row in stats.py's region
         self.offset = index * _SIZE
 
     def set(self, state, requests=0):

@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from urllib.parse import unquote
 
 from . import values as v
+from . import observe
 from .errors import Problem
 from .quic import quic_problems
 from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, GlobalConfig,
@@ -133,6 +134,12 @@ _SERVER_KEYS = {
     "max_header_size": ("limits.max_header_size", v.size),
     "max_headers": ("limits.max_headers", v.integer(1)),
     "max_connections": ("limits.max_connections", v.integer(1)),
+    # status page, metrics, request-log format (config/observe.py)
+    "status_path": ("status_path", observe.url_path),
+    "metrics_path": ("metrics_path", observe.url_path),
+    "status_allow": ("status_allow", v.networks),
+    "status_auth": ("status_auth", observe.auth),
+    "request_log_format": ("request_log_format", observe.log_format),
 }
 
 

@@ -166,6 +166,12 @@ class ServerConfig:
     request_log: bool = True               # False → no request log at all
     request_log_file: str = ""             # "" → console (stderr), else this file (reopened on USR1)
     log_off: Tuple[str, ...] = ()          # "/static/" prefixes, "*.css" suffixes
+    request_log_format: str = "text"       # text (the original's 21 fields) or json
+    # the status page and Prometheus metrics, served by the workers ("" → off)
+    status_path: str = ""
+    metrics_path: str = ""
+    status_allow: Tuple[str, ...] = ("127.0.0.0/8", "::1/128")   # who may see them
+    status_auth: Tuple[str, ...] = field(default=(), repr=False)  # (user, scrypt hash)
     hosts: Tuple[HostGroup, ...] = ()
     source: str = ""                       # the file this server came from
     # where app imports look first (gunicorn's --pythonpath): absolute directories

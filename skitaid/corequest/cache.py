@@ -17,6 +17,8 @@ class ResultCache:
         self.max_entries = max_entries
         self._entries = collections.OrderedDict()    # key → (result, expires, stored)
         self._lock = threading.Lock()
+        self.hits = 0               # for the status page and metrics
+        self.misses = 0
 
     def get(self, key, newer_than=0.0):
         with self._lock:
@@ -25,8 +27,10 @@ class ResultCache:
                 result, expires, stored = entry
                 if expires > time.time() and stored > newer_than:
                     self._entries.move_to_end(key)
+                    self.hits += 1
                     return result
                 del self._entries[key]
+            self.misses += 1
             return None
 
     def put(self, key, result, timeout):

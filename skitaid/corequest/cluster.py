@@ -3,9 +3,15 @@
 The pick is the up member with the fewest requests in flight per unit of
 weight (ties go round-robin); a member that refuses a connection is marked
 down and left alone for a while (doubling up to a minute), then tried again.
+
+A worker's clusters keep that state in the server's shared health table
+(health.py) when the master made one: a member one worker found down is
+skipped by every worker until it is retried.
 """
 import itertools
 import time
+
+from .. import health
 
 RECHECK_FIRST = 2.0
 RECHECK_MAX = 60.0
@@ -23,8 +29,8 @@ def host_header(scheme, host, port):
 
 
 class MemberState:
-    __slots__ = ("host", "port", "weight", "key", "host_header", "inflight", "down_until",
-                 "backoff", "backend")
+    __slots__ = ("host", "port", "weight", "key", "host_header", "_inflight", "_down_until",
+                 "backoff", "backend", "shared")
 
     def __init__(self, scheme, host, port, weight):
         self.host = host
@@ -32,10 +38,31 @@ class MemberState:
         self.weight = max(1, weight)
         self.key = (scheme, host, port)
         self.host_header = host_header(scheme, host, port)
-        self.inflight = 0
-        self.down_until = 0.0
+        self._inflight = 0           # this worker's requests in flight (its load balance)
+        self._down_until = 0.0
         self.backoff = 0.0           # 0: up; else the current time-out of a down member
         self.backend = None          # what a user of the cluster keeps per member (a db pool)
+        self.shared = None           # its row of the shared health table (health.Row)
+
+    @property
+    def down_until(self):
+        shared = self.shared
+        return self._down_until if shared is None else shared.down_until
+
+    @down_until.setter
+    def down_until(self, value):
+        self._down_until = value
+
+    @property
+    def inflight(self):
+        return self._inflight
+
+    @inflight.setter
+    def inflight(self, value):
+        shared = self.shared
+        if shared is not None and value != self._inflight:
+            shared.add_inflight(value - self._inflight)
+        self._inflight = value
 
     def release_one(self):
         """A long-lived request (a proxied WebSocket) is over."""
@@ -52,6 +79,15 @@ class Cluster:
         self.scheme = scheme
         self.members = [MemberState(scheme, h, p, w) for h, p, w in members]
         self._turn = itertools.count()
+
+    def share(self, server):
+        """Keep the members' health in the shared table under `server`'s name
+        (the rows the master claimed; a member it did not know stays local)."""
+        table = health.region()
+        if table is None:
+            return
+        for m in self.members:
+            m.shared = table.find(health.member_name(server, self.name, m.host, m.port))
 
     @classmethod
     def from_alias(cls, alias):
@@ -80,7 +116,7 @@ class Cluster:
             try:
                 result = await fn(m)
             except ConnectFailed as e:
-                self.failed(m)
+                self.failed(m, str(e))
                 last = e
                 continue
             finally:
@@ -89,11 +125,23 @@ class Cluster:
             return result
         raise last or ConnectFailed("@%s has no member" % self.name)
 
-    def failed(self, member):
+    def failed(self, member, error=""):
+        """No connection could be made: the member is down for a while."""
+        if member.shared is not None:
+            member.shared.ended("failure", RECHECK_FIRST, RECHECK_MAX, error)
+            return
         member.backoff = min(RECHECK_MAX, member.backoff * 2 if member.backoff else RECHECK_FIRST)
         member.down_until = time.monotonic() + member.backoff
 
+    def timed_out(self, member, error="no answer in time"):
+        """It took the request but did not answer in time (counted; it stays up)."""
+        if member.shared is not None:
+            member.shared.ended("timeout", error=error)
+
     def succeeded(self, member):
+        if member.shared is not None:
+            member.shared.ended("ok")
+            return
         if member.backoff:
             member.backoff = 0.0
             member.down_until = 0.0

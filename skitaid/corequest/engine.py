@@ -37,7 +37,8 @@ class Engine:
     def add_alias(self, alias):
         self.aliases[alias.name] = alias
         if alias.type in ("http", "https"):
-            self.clusters[alias.name] = Cluster.from_alias(alias)
+            cluster = self.clusters[alias.name] = Cluster.from_alias(alias)
+            cluster.share(self.server_name)     # health shared by the server's workers
 
     def database(self, name, dbtype=None):
         """The Database of '@alias' (or of a member spec with a type), made on first use."""

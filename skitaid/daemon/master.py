@@ -22,7 +22,8 @@ from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .watch import Reloader
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
-from .. import shared
+from .. import bulletin, health, shared, stats
+from . import report
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
 from .cachecmd import cache_status
@@ -71,6 +72,8 @@ class Master:
         self._failed_at = {}           # what → when its last failure was logged (_guarded)
         self.reloader = None           # development mode's source watcher (watch.py)
         self._last_trace = None        # (generation, traceback) logged for a boot failure
+        self.traffic = None            # report.Traffic: request counters of every server
+        self._next_publish = 0.0
 
     # -- start ------------------------------------------------------------------
     def run(self):
@@ -117,6 +120,10 @@ class Master:
         self._watchdog = systemd.watchdog_interval()
         self.scoreboard = Scoreboard()
         shared.create(s.name for s in self.config.servers)   # setlu/setgs state, before any fork
+        # request counters, backend health and the published status: before any fork too
+        self.traffic = report.Traffic(stats.create())
+        health.create(self.config.servers)
+        bulletin.create()
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,
@@ -320,6 +327,7 @@ class Master:
             return
         if self.reloader is not None and self.reloader.take_due(now):
             self.reload("source changed")
+        self._report(now)
         states = [p.state for p in self.pools.values()]
         if not self.ready_sent:
             if all(s in (RUNNING, FAILED) for s in states):
@@ -415,6 +423,8 @@ class Master:
         return channel.reason
 
     def release(self, worker):
+        # its counts join the server's total before the slot is reused
+        self.traffic.fold(worker.server, worker.slot, worker.cpu_seconds)
         self.scoreboard.release(worker.slot)
         channel = self._channels.pop(worker.pid, None)
         if channel is not None:
@@ -468,6 +478,7 @@ class Master:
             messages.append("[global] changes (paths, user) take effect at the next restart")
         wanted = {s.name: s for s in new.servers}
         self._tls.retain(wanted)
+        health.claim_servers(new.servers)      # rows for new alias members, before the forks
         # servers gone from servers-enabled/ stop gracefully (and may come back
         # under the same name while they drain)
         for name in [n for n in self.pools if n not in wanted]:
@@ -599,6 +610,7 @@ class Master:
                     "state": "retiring" if w.retiring else STATE_NAMES.get(state, "?"),
                     "uptime": round(now - w.started, 1), "cpu_percent": cpu, "rss": rss,
                     "requests": requests})
+                report.describe_worker(workers[-1], w, self.traffic.region, pool)
             c = pool.config
             servers.append({
                 "name": pool.name, "state": pool.state, "reason": pool.reason,
@@ -607,12 +619,29 @@ class Master:
                 "reload_waiting": pool.deferred is not None,
                 "target_workers": pool.target, "workers": workers,
                 "cache": cache_status(c)})
+            report.describe_server(servers[-1], pool, self.traffic, health.region())
         return {"ok": True, "pid": os.getpid(), "started": self.started,
                 "uptime": round(time.time() - self.started, 1),
                 "config_dir": self.config.globals.config_dir,
                 "ready": self.ready_sent, "reloading": self.reloading, "reloads": self.reloads,
                 "last_reload": self.last_reload, "stopping": self.stopping,
                 "servers": servers}
+
+    def _report(self, now):
+        """Sample the traffic windows; publish the status document for the
+        workers' status pages and /metrics once a second, if one is served."""
+        if self.traffic is None:
+            return
+        self.traffic.tick(now, {p.name: [w.slot for w in p.workers()] for p in self._all_pools()})
+        board = bulletin.region()
+        if board is None or now < self._next_publish:
+            return
+        if not any(report.observed(p.config) for p in self._all_pools()):
+            return
+        self._next_publish = now + 1.0
+        doc = self.status()
+        doc["running"] = True           # as `skitaid status --json` prints it
+        board.publish(report.encode(doc))
 
     # -- end ---------------------------------------------------------------------------
     def _cleanup(self):

@@ -42,7 +42,7 @@ class WorkerProc:
 
     __slots__ = ("pid", "index", "generation", "slot", "started", "ready_at", "deadline",
                  "replaces", "retiring", "aborted", "monitor", "status_proc", "cause",
-                 "runaway")
+                 "runaway", "server", "cpu_seconds")
 
     def __init__(self, pid, index, generation, slot):
         self.pid = pid
@@ -59,6 +59,8 @@ class WorkerProc:
         self.status_proc = None    # psutil.Process for `skitaid status` (its own CPU baseline)
         self.cause = ""            # why the master killed it before it was ready
         self.runaway = False       # replaced for burning CPU (critical_point)
+        self.server = ""           # its server's name (its counters are folded there)
+        self.cpu_seconds = 0.0     # CPU time at the last status (folded when it is gone)
 
 
 class Generation:
@@ -114,6 +116,8 @@ class ServerPool:
         self.boot_failures = 0
         self.respawn = {}          # index → monotonic time to spawn it again
         self.replacing = {}        # index → pid of the worker that died there (for the log)
+        self.restarts = {}         # reason → workers replaced for it (status, metrics)
+        self.last_restart = {}     # index → why the worker there was last replaced
         for index in range(self.target):
             self._spawn(self.current, index)
 
@@ -128,6 +132,7 @@ class ServerPool:
     def _spawn(self, gen, index, replaces=None):
         pid, slot = self.master.spawn(self, gen, index)
         w = WorkerProc(pid, index, gen.number, slot)
+        w.server = self.name
         w.replaces = replaces
         c = gen.config
         if WorkerMonitor.wanted(c.critical_point, c.max_rss):
@@ -325,6 +330,8 @@ class ServerPool:
                 error_log.error("server %r: %sworker #%d (pid %d) %s: %s", self.name,
                                 "hung " if w.aborted else "", index, pid,
                                 "ended" if w.aborted else "died", _describe_exit(status))
+                self._restarted(index, "hung" if w.aborted else "died",
+                                "%s: %s" % ("hung" if w.aborted else "died", _describe_exit(status)))
                 delay = 0.0
             if index not in self.current.workers:
                 self.respawn[index] = time.monotonic() + delay
@@ -448,7 +455,13 @@ class ServerPool:
                 if why:
                     error_log.warning("server %r: replacing worker #%d (pid %d): %s",
                                       self.name, index, w.pid, why)
+                    self._restarted(index, "max_requests" if state == sb.RECYCLE else
+                                    "cpu" if w.runaway else "memory", why)
                     self._replace(gen, w)
+
+    def _restarted(self, index, reason, text):
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        self.last_restart[index] = text
 
     def _replace(self, gen, w):
         """Start a new worker for w's place; w serves until the new one is ready."""

@@ -303,7 +303,7 @@ class ProxyHandler:
                                 upgrade, sink)
                 return
             except ConnectFailed as e:
-                cluster.failed(member)
+                cluster.failed(member, str(e))
                 error_log.warning("proxy @%s: member %s: %s", cluster.name, member, e)
                 continue
             except _Unwritable:
@@ -314,6 +314,7 @@ class ProxyHandler:
                                   cluster.name, member, e.args[0])
                 continue
             except asyncio.TimeoutError:
+                cluster.timed_out(member)
                 status = 504
                 break
             except Exception as e:

@@ -35,6 +35,7 @@ class Tracked:
     connections, WebSocket, tunnels, the forwarder) besides its attributes."""
 
     __slots__ = ()
+    kind = "http"           # "websocket", "tunnel": what the status page counts it as
 
     def in_flight(self):
         """The exchanges handed to a handler and not finished (a stop that

@@ -97,6 +97,7 @@ class Tunnel(Tracked):
     """`backend` first (its transport attached or being connected), then the
     client's transport through `client.takeover()` (the H1 switch_protocol
     hand-over), which joins the two and starts the flow."""
+    kind = "tunnel"
 
     def __init__(self, worker: ConnectionHost, timeout):
         self.worker = worker

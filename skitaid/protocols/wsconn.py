@@ -28,6 +28,7 @@ FAIL_GRACE = 2.0                # seconds the app gets to answer messages sent b
 
 
 class WSConnection(Batched):
+    kind = "websocket"
 
     def __init__(self, worker: ConnectionHost, session, max_message_size, idle_timeout, ping_interval,
                  deflate=None):

@@ -20,8 +20,11 @@ class ThreadPool:
         self._samples = 0          # jobs averaged so far, up to 32
         self.last_done = time.monotonic()   # when a job last finished (hang detection)
         self._waiting_since = None  # first stalled_for() call that saw jobs waiting
+        # one flag per thread (set by that thread only, so no lock and no drift)
+        self._running = [False] * size
         for i in range(size):
-            t = threading.Thread(target=self._run, name="%s-%d" % (name, i), daemon=True)
+            t = threading.Thread(target=self._run, args=(i,), name="%s-%d" % (name, i),
+                                 daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -32,20 +35,32 @@ class ThreadPool:
         """Seconds a job submitted now would wait before it starts (rough)."""
         return self._queue.qsize() * self.avg_service / max(self.size, 1)
 
-    def _run(self):
+    @property
+    def busy(self):
+        """App threads running a job now (the status page's figure)."""
+        return sum(self._running)
+
+    def queued(self):
+        return self._queue.qsize()
+
+    def _run(self, index=0):
         get = self._queue.get
         clock = time.monotonic
+        running = self._running
         while True:
             job = get()
             if job is _STOP:
                 return
             fn, args = job
             t0 = clock()
+            running[index] = True
             try:
                 fn(*args)
             except BaseException:       # a job must never kill the thread
                 from ..logs import error_log
                 error_log.exception("unhandled error in app thread")
+            finally:
+                running[index] = False
             # moving average over ~32 jobs, as the original did. The first 32
             # jobs get a plain mean: an average that starts from 0 and moves by
             # 1/32 would take ~100 jobs to notice that the app is slow, and the

@@ -7,6 +7,7 @@ SIGTERM/SIGINT (stop accepting, finish in-flight requests up to
 """
 import asyncio
 import errno
+import json
 import random
 import resource
 import selectors
@@ -18,6 +19,7 @@ import weakref
 from ..apps import prepare_imports
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
+from .. import stats
 from ..protocols.forward import ForwardConnection
 from ..protocols.h1 import H1Connection
 from ..corequest.engine import start_worker_engine, stop_worker_engine
@@ -81,6 +83,12 @@ class Worker:
         self.handshaking = weakref.WeakSet()
         self.servers = []
         self.requests = 0
+        # request counters and gauges (stats.py): the master's row of this
+        # worker when it has one, else private
+        region = stats.region()
+        self.counts = (region.worker(slot.index) if region is not None and slot is not None
+                       else stats.Counts())
+        self._pools_published = {}
         self._stop = None
         self._stopping = False
         self._flush_queue = []
@@ -111,7 +119,8 @@ class Worker:
         self.pool = ThreadPool(config.threads) if config.threads > 0 else None
         self.request_log = RequestLog(loop, self.request_log_path or config.request_log_file or None,
                                       "W%d" % self.worker_id,
-                                      config.log_off, config.request_log)
+                                      config.log_off, config.request_log,
+                                      config.request_log_format)
         # before the apps import: an app module may start corequests at import
         self.corequests = start_worker_engine(self)
         prepare_imports(config.pythonpath, config.working_dir)
@@ -207,6 +216,7 @@ class Worker:
         if self.slot is not None:
             from ..scoreboard import STOPPING
             self.slot.set(STOPPING, self.requests)
+        self.publish_counts()
         error_log.info("stopping %s, %d connection(s) open",
                        "gracefully" if graceful else "now", len(self.connections))
         for server in self.servers:
@@ -241,6 +251,45 @@ class Worker:
             self.pool.shutdown(timeout=1.0)
         stop_worker_engine()
         await asyncio.sleep(0)
+        self.publish_counts()       # the last requests' counts, before the process exits
+
+    def publish_counts(self):
+        """Gauges of now, and the counters, into this worker's stats row."""
+        c = self.counts
+        g = c.gauges
+        conns = self.connections
+        kinds = [conn.kind for conn in conns]
+        g[0] = len(conns)
+        g[1] = sum(len(conn.in_flight()) for conn in conns)
+        g[5] = kinds.count("websocket")
+        g[6] = kinds.count("tunnel")
+        pool = self.pool
+        if pool is not None:
+            g[2] = pool.size
+            g[3] = pool.busy
+            g[4] = pool.queued()
+        cache = getattr(self.corequests, "cache", None)
+        if cache is not None:
+            g[7], g[8], g[9] = len(cache), cache.hits, cache.misses
+        c.flush()
+        pools = self._db_pools()
+        if pools != self._pools_published:
+            self._pools_published = pools
+            c.set_extra(json.dumps({"db_pools": pools}).encode() if pools else b"")
+
+    def _db_pools(self):
+        """{alias: [open, in use, max]} of this worker's database pools."""
+        out = {}
+        for db in list(getattr(self.corequests, "databases", {}).values()):
+            for state in db.cluster.members:
+                pool = getattr(state.backend, "pool", None)
+                if pool is None:
+                    continue
+                figures = out.setdefault(db.name, [0, 0, 0])
+                figures[0] += pool.size
+                figures[1] += pool.in_use
+                figures[2] += pool.max_size
+        return out
 
     def _log_cut(self, graceful):
         """The stop's deadline has come: each request still running is cut, and
@@ -310,6 +359,7 @@ class Worker:
             self._check_master()        # the parent-pid check, wherever EOF was missed
         for conn in list(self.connections):
             conn.sweep(now)
+        self.publish_counts()
         slot = self.slot
         if slot is not None and not self._stopping:
             # the heartbeat: a loop that stops coming here is hung
@@ -359,6 +409,7 @@ class Worker:
 
     def exchange_finished(self, exchange):
         self.requests += 1
+        self.counts.finished(exchange)      # the status page's and /metrics' counters
         log = self.request_log
         if log.enabled:
             now = time.monotonic()

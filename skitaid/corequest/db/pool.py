@@ -31,6 +31,11 @@ class Pool:
         self._reaper = None
         self.closed = False
 
+    @property
+    def in_use(self):
+        """Open connections not idle (in use or being opened): the status page's figure."""
+        return self.size - len(self._idle)
+
     async def acquire(self):
         """(connection, reused): reused is True for a connection taken from the idle list."""
         deadline = None
