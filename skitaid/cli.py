@@ -21,6 +21,7 @@ COMMANDS = [
     ("reopen-logs", "reopen the log files (after logrotate renamed them)"),
     ("install", "install the systemd unit and the logrotate config"),
     ("remove", "remove the systemd unit and the logrotate config"),
+    ("smtpda", "the mail delivery agent: start, stop, status (or run in the foreground)"),
 ]
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true",
                            help="replace or delete a unit file or logrotate config skitaid "
                                 "did not write")
+    parsers["smtpda"].add_argument("action", choices=("start", "stop", "status", "run"))
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["restart"].add_argument("server", nargs="?",
@@ -173,9 +175,20 @@ def cmd_daemon(args) -> int:
         return 1
     from .config import load_config
     from .daemon import commands   # lazily: `check` needs no daemon code
+    from .smtpda.control import with_server
+    with_server(config, args.command)   # the mail spool for workers; [global] smtpda = yes
     config_dir = _config_dir(args)
     return commands.dispatch(args.command, config, loader=lambda: load_config(config_dir),
                              server=server, as_json=getattr(args, "json", False))
+
+
+def cmd_smtpda(args) -> int:
+    """skitaid smtpda start|stop|status|run: the agent needs skitaid.conf only."""
+    config = _load(args, control=True)
+    if config is None:
+        return 1
+    from .smtpda.control import main as smtpda_main
+    return smtpda_main(args.action, config)
 
 
 def main(argv=None) -> int:
@@ -201,6 +214,8 @@ def _main(argv):
         return cmd_install(args)
     if args.command == "remove":
         return cmd_remove(args)
+    if args.command == "smtpda":
+        return cmd_smtpda(args)
     return cmd_daemon(args)
 
 

@@ -13,8 +13,8 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from .build import (ALIAS_SECTION, GATEWAY, GLOBAL, ROUTES, SERVER, FileContext, RawSection,
-                    build_global, build_server)
+from .build import (ALIAS_SECTION, GATEWAY, GLOBAL, ROUTES, SERVER, SMTPDA, FileContext,
+                    RawSection, build_global, build_server)
 from .errors import Problem
 from .model import GlobalConfig, ServerConfig
 from .where import add_lines
@@ -33,6 +33,8 @@ def _section_kind(name: str) -> str:
         return GLOBAL
     if low == "gateway":
         return GATEWAY
+    if low == "smtpda":
+        return SMTPDA
     if name.startswith("@"):
         return ALIAS_SECTION
     return ""
