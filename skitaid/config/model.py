@@ -204,6 +204,7 @@ class SmtpdaConfig:
     poll_interval: float = 1.0             # how often the spool is looked at
     timeout: float = 60.0                  # SMTP socket timeout
     spool: str = ""                        # "" → <var_path>/smtpda
+    fsync: bool = True                     # send() waits until the mail is on disk
     pidfile: str = ""                      # "" → <run_path>/smtpda.pid
     log_file: str = ""                     # "" → <log_path>/smtpda.log
 

@@ -96,6 +96,7 @@ KEYS = {
                                               lambda s: _ranged(s, 0.05, 60))),
     "timeout": ("timeout", duration),
     "spool": ("spool", v.text("a directory")),
+    "fsync": ("fsync", v.boolean),
     "pidfile": ("pidfile", v.text()),
     "log_file": ("log_file", v.text()),
 }

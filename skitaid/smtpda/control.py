@@ -38,7 +38,7 @@ def prepare(config):
     """Tell send() where the spool is, in this process and the workers it forks."""
     spool = paths(config)[0]
     if spool:
-        compose.configure_spool(spool)
+        compose.configure_spool(spool, config.globals.mail.fsync)
 
 
 def with_server(config, command):

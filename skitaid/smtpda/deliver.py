@@ -141,8 +141,10 @@ def _trouble(e):
     if isinstance(e, smtplib.SMTPResponseException):        # the greeting, HELO, STARTTLS
         permanent = 500 <= e.smtp_code < 600 and not isinstance(e, smtplib.SMTPConnectError)
         return ("permanent" if permanent else "temporary"), _words(e.smtp_code, e.smtp_error), []
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "temporary", "TLS: certificate verify failed: %s" % e.verify_message, []
     if isinstance(e, ssl.SSLError):
-        return "temporary", "TLS: %s" % (getattr(e, "verify_message", "") or e), []
+        return "temporary", "TLS: %s" % e, []
     if isinstance(e, (smtplib.SMTPException, OSError, socket.timeout)):
         return "temporary", "%s: %s" % (type(e).__name__, e), []
     raise e
