@@ -633,7 +633,7 @@ def build_global(ctx: FileContext, sections: List[RawSection]) -> GlobalConfig:
         if sec.kind == GLOBAL:
             _read_keys(ctx, sec, _GLOBAL_KEYS, found)
         elif sec.kind != SMTPDA:
-            ctx.problem(sec.name, "", None, "a [global] or [smtpda] section")
+            ctx.problem(sec.name, "", None, "a [global] section (or [smtpda])")
     found["mail"] = smtpda.build(ctx, [s for s in sections if s.kind == SMTPDA], _read_keys)
     found.pop("_where", None)
     for key in ("log_path", "var_path", "run_path", "pidfile"):
