@@ -33,7 +33,7 @@ _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
                                                           "host_certs", "gateway",
                                                           "auth_handler", "cachefs"}
-_GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
+_GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir", "mail"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
 COMMANDS = ("run", "start", "stop", "restart", "reload", "status")
@@ -570,6 +570,17 @@ def build_config(**options):
     return Config(GlobalConfig(**global_kw), (server,))
 
 
+def set_smtp(server, user=None, password=None, ssl=False, starttls=None):
+    """The SMTP server for was.email(...).send() mail that names none itself:
+
+        skitaid.set_smtp("smtp.example.com:587", "username", "password", ssl=True)
+
+    ssl=True: TLS, from the start on port 465, by STARTTLS elsewhere. Without
+    it the delivery agent's [smtpda] server is used (docs/smtpda.md)."""
+    from .smtpda import compose
+    compose.set_smtp(server, user, password, ssl, starttls)
+
+
 def run(**options):
     """Serve what was mounted: `python app.py [run|start|stop|restart|reload|status]`.
 
@@ -578,10 +589,15 @@ def run(**options):
     if _reimporting():
         return 0
     from .daemon import commands
+    from .smtpda.control import take_option, with_server
     command = "run"
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         command = sys.argv.pop(1)
-    code = commands.dispatch(command, build_config(**options), as_json="--json" in sys.argv)
+    if take_option(sys.argv):       # --smtpda: start the mail delivery agent too
+        options.setdefault("smtpda", True)
+    config = build_config(**options)
+    with_server(config, command)
+    code = commands.dispatch(command, config, as_json="--json" in sys.argv)
     if code:
         sys.exit(code)
     return code

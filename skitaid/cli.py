@@ -24,6 +24,7 @@ COMMANDS = [
     ("install", "install the systemd unit and the logrotate config"),
     ("remove", "remove the systemd unit and the logrotate config"),
     ("cache", "the HTTP cache: cache purge [SERVER] [URL-PREFIX]"),
+    ("smtpda", "the mail delivery agent: start, stop, status (or run in the foreground)"),
 ]
 
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="debug pages everywhere, reload when a source changes")
         parsers[name].add_argument("--silent", action="store_true",
                                    help="no debug pages and no reloader, whatever asks for them")
+    parsers["smtpda"].add_argument("action", choices=("start", "stop", "status", "run"))
     parsers["status"].add_argument("--json", action="store_true",
                                    help="machine-readable output")
     parsers["cache"].add_argument("action", choices=["purge"])
@@ -191,9 +193,20 @@ def cmd_daemon(args) -> int:
         return 1
     from .config import load_config
     from .daemon import commands   # lazily: `check` needs no daemon code
+    from .smtpda.control import with_server
+    with_server(config, args.command)   # the mail spool for workers; [global] smtpda = yes
     config_dir = _config_dir(args)
     return commands.dispatch(args.command, config, loader=lambda: load_config(config_dir),
                              server=server, as_json=getattr(args, "json", False))
+
+
+def cmd_smtpda(args) -> int:
+    """skitaid smtpda start|stop|status|run: the agent needs skitaid.conf only."""
+    config = _load(args, control=True)
+    if config is None:
+        return 1
+    from .smtpda.control import main as smtpda_main
+    return smtpda_main(args.action, config)
 
 
 def main(argv=None) -> int:
@@ -229,6 +242,8 @@ def _main(argv):
         return cmd_passwd(args)
     if args.command == "top":
         return cmd_top(args)
+    if args.command == "smtpda":
+        return cmd_smtpda(args)
     return cmd_daemon(args)
 
 

@@ -25,6 +25,7 @@ from .corequest.task import Mask, Result, Task, Tasks  # noqa: F401  (was.Tasks,
 from .context import ROOT_LTXID as _ROOT_LTXID
 from .context import current as _current
 from .context import push  # noqa: F401  (was.push('/static/app.css') during a request, HTTP/2)
+from .smtpda.compose import Email as email  # noqa: F401  (was.email(subject, snd, rcpt).send())
 
 _gtx_seq = itertools.count(1)
 

@@ -24,6 +24,7 @@ from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, Globa
 # Section kinds
 SERVER, ROUTES, ALIAS_SECTION, GLOBAL, GATEWAY = "server", "routes", "alias", "global", "gateway"
 CACHEFS = "cachefs"
+SMTPDA = "smtpda"           # skitaid.conf [smtpda]: the mail delivery agent (config/smtpda.py)
 
 
 @dataclass
@@ -585,7 +586,7 @@ def build_server(ctx: FileContext, sections: List[RawSection], name: str,
     if not servers:
         ctx.problem("server", "", None, "a [server] section")
     for sec in sections:
-        if not sec.kind or sec.kind == GLOBAL:
+        if not sec.kind or sec.kind in (GLOBAL, SMTPDA):
             ctx.problem(sec.name, "", None,
                         "a section [server], %s, [gateway], [cachefs] or [@alias]"
                         % ctx.routes_label)
@@ -643,16 +644,19 @@ _GLOBAL_KEYS = {
     "var_path": ("var_path", v.text()),
     "run_path": ("run_path", v.text()),
     "pidfile": ("pidfile", v.text()),
+    "smtpda": ("smtpda", v.boolean),        # start the mail delivery agent too
 }
 
 
 def build_global(ctx: FileContext, sections: List[RawSection]) -> GlobalConfig:
+    from . import smtpda
     found = {}
     for sec in sections:
         if sec.kind == GLOBAL:
             _read_keys(ctx, sec, _GLOBAL_KEYS, found)
-        else:
-            ctx.problem(sec.name, "", None, "a [global] section")
+        elif sec.kind != SMTPDA:
+            ctx.problem(sec.name, "", None, "a [global] section (or [smtpda])")
+    found["mail"] = smtpda.build(ctx, [s for s in sections if s.kind == SMTPDA], _read_keys)
     found.pop("_where", None)
     for key in ("log_path", "var_path", "run_path", "pidfile"):
         if found.get(key):

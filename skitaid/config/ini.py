@@ -13,7 +13,8 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from .build import (ALIAS_SECTION, CACHEFS, GATEWAY, GLOBAL, ROUTES, SERVER, FileContext,
+from .build import (ALIAS_SECTION, CACHEFS, GATEWAY, GLOBAL, ROUTES, SERVER, SMTPDA,
+                    FileContext,
                     RawSection, build_global, build_server)
 from .errors import Problem
 from .model import GlobalConfig, ServerConfig
@@ -35,6 +36,8 @@ def _section_kind(name: str) -> str:
         return GATEWAY
     if low == "cachefs":
         return CACHEFS
+    if low == "smtpda":
+        return SMTPDA
     if name.startswith("@"):
         return ALIAS_SECTION
     return ""

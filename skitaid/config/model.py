@@ -225,6 +225,29 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class SmtpdaConfig:
+    """`[smtpda]` of skitaid.conf: the mail delivery agent (skitaid/smtpda/).
+    The password is read from password_file when the config is read and never
+    shown in a repr."""
+    server: str = ""                       # "host[:port]"; "" → each mail must name its own
+    user: str = ""
+    password: str = field(default="", repr=False)
+    ssl: bool = False                      # implicit TLS (port 465 by default)
+    starttls: bool = False                 # STARTTLS required (port 587 by default)
+    verify: bool = True                    # check the server's certificate and name
+    cafile: str = ""                       # CAs to verify with; "" → the system's
+    retry_delays: Tuple[float, ...] = (10.0, 30.0, 120.0, 600.0, 3600.0)   # the last repeats
+    max_age: float = 2 * 86400.0           # mail still undelivered after this goes to failed/
+    concurrency: int = 4                   # deliveries at a time
+    poll_interval: float = 1.0             # how often the spool is looked at
+    timeout: float = 60.0                  # SMTP socket timeout
+    spool: str = ""                        # "" → <var_path>/smtpda
+    fsync: bool = True                     # send() waits until the mail is on disk
+    pidfile: str = ""                      # "" → <run_path>/smtpda.pid
+    log_file: str = ""                     # "" → <log_path>/smtpda.log
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     config_dir: Optional[str] = None       # None for the Python API
     user: str = ""
@@ -233,6 +256,8 @@ class GlobalConfig:
     var_path: str = ""
     run_path: str = ""
     pidfile: str = ""
+    smtpda: bool = False                   # start the mail delivery agent with the server
+    mail: SmtpdaConfig = field(default_factory=SmtpdaConfig)   # [smtpda]
 
 
 @dataclass(frozen=True)

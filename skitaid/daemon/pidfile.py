@@ -30,9 +30,9 @@ def _read(path):
     return pid if pid > 0 else None
 
 
-def _not_master(pid, path):
-    """Why process `pid` is not the master that wrote `path` ("" if it is, or
-    cannot be told)."""
+def _not_master(pid, path, title_wanted=MASTER_TITLE):
+    """Why process `pid` is not the master (or the process titled `title_wanted`)
+    that wrote `path` ("" if it is, or cannot be told)."""
     try:
         import psutil
         proc = psutil.Process(pid)
@@ -50,26 +50,29 @@ def _not_master(pid, path):
         written = None
     if written is not None and created > written + CLOCK_SLACK:
         return "pid %d (%s) started after the pid file was written" % (pid, title or "?")
-    if title != MASTER_TITLE:
-        return "pid %d is %r, not a skitaid master" % (pid, title or "?")
+    if title != title_wanted:
+        what = "a skitaid master" if title_wanted == MASTER_TITLE else repr(title_wanted)
+        return "pid %d is %r, not %s" % (pid, title or "?", what)
     return ""
 
 
-def check_pid(path):
+def check_pid(path, title=MASTER_TITLE):
     """(pid, why): the live master's pid in `path` and "", or None and why a pid
-    found there is not trusted ("" when there is no file or no pid in it)."""
+    found there is not trusted ("" when there is no file or no pid in it).
+    `title`: the process title expected (another skitaid daemon's pid file)."""
     pid = _read(path)
     if pid is None or pid == os.getpid():
         return None, ""
     if not _alive(pid):
         return None, "pid %d is gone" % pid
-    why = _not_master(pid, path)
+    why = _not_master(pid, path, title)
     return (None, why) if why else (pid, "")
 
 
-def read_pid(path):
-    """The pid in `path` if it is a live skitaid master, else None (a stale or missing file)."""
-    return check_pid(path)[0]
+def read_pid(path, title=MASTER_TITLE):
+    """The pid in `path` if it is a live skitaid master (or `title`), else None
+    (a stale or missing file)."""
+    return check_pid(path, title)[0]
 
 
 class PidFile:

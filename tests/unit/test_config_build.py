@@ -205,7 +205,8 @@ def test_the_global_section(root):
     assert ctx.problems == []
     assert config.log_path == os.path.join(str(root), "logs") and config.user == "www-data"
     build_global(ctx, [RawSection("server", SERVER, [])])
-    assert [str(p) for p in ctx.problems] == ["skitaid.conf [server]: expected a [global] section"]
+    assert [str(p) for p in ctx.problems] == [
+        "skitaid.conf [server]: expected a [global] section (or [smtpda])"]
 
 
 def test_a_key_set_twice_is_an_error_naming_both_lines():
