@@ -14,6 +14,7 @@ import sys
 import types
 from dataclasses import fields, replace
 
+from . import mode, scriptargs
 from .apps import find_app_file
 from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GatewayConfig, GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
@@ -34,7 +35,7 @@ _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
-COMMANDS = ("run", "start", "stop", "restart", "reload", "status")
+COMMANDS = scriptargs.COMMAND_WORDS
 
 
 def _script_dir():
@@ -499,16 +500,153 @@ def build_config(**options):
     return Config(GlobalConfig(**global_kw), (server,))
 
 
+# -- the script's command line (scriptargs.py) -------------------------------------------
+_declared = []          # scriptargs.Option, from add_option()
+
+
+def add_option(short=None, long=None, help=""):
+    """Declare an option of the app's own command line, as the pages do:
+
+        skitaid.add_option('-D', '--dist', 'distribute mode')
+        skitaid.add_option(None, '--db=DB_NAME', 'use this database')
+        active_db = skitaid.options.get('--db', 'testdb')
+
+    Options nobody declared are usage errors when run() parses the line."""
+    _declared.append(scriptargs.declare(_declared, short, long, help))
+
+
+def _given():
+    """(values, known names) of the command line as declared so far."""
+    values = scriptargs.parse(sys.argv, _declared, strict=False).values
+    known = {n for o in scriptargs.SKITAID_OPTIONS + tuple(_declared) for n in o.names}
+    return values, known
+
+
+options = scriptargs.Options(_given)
+
+
+def get_option(*names):
+    """The value of the first of `names` given (True for a flag), else None:
+    skitaid.get_option('-D', '--dist')."""
+    if not names:
+        raise ValueError("skitaid.get_option(): name at least one option ('-D', '--dist')")
+    for name in names:
+        value = options.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _is_script():
+    """True when __main__ is an app script (not the `skitaid` command, not a test run)."""
+    main = sys.modules.get("__main__")
+    path = os.path.abspath(getattr(main, "__file__", "") or "")
+    here = os.path.dirname(os.path.abspath(__file__))
+    return bool(path) and not path.startswith(here + os.sep) and \
+        os.path.basename(sys.argv[0] if sys.argv else "") not in ("skitaid", "pytest")
+
+
+def _early_mode():
+    """--devel/--silent as soon as skitaid is imported: module-level code of the
+    script may ask skitaid.mode before run() parses the whole line."""
+    if not _is_script():
+        return
+    values = scriptargs.parse(sys.argv, (), strict=False).values
+    if values.get("--devel") is True:
+        mode.set_mode(devel=True)
+    if values.get("--silent") is True:
+        mode.set_mode(silent=True)
+
+
+_early_mode()
+
+
+def _command_line():
+    """Parse sys.argv strictly (every option declared by now), act on --help,
+    --devel, --silent, and leave the app only its own options. A usage error
+    exits 2."""
+    prog = scriptargs.prog_name(sys.argv)
+    try:
+        parsed = scriptargs.parse(sys.argv, _declared, strict=True)
+    except scriptargs.UsageError as e:
+        scriptargs.fail(prog, str(e))
+    if parsed.values.get("--help"):
+        sys.stdout.write(scriptargs.help_text(prog, _declared))
+        sys.stdout.flush()
+        raise SystemExit(0)
+    if parsed.values.get("--devel"):
+        mode.set_mode(devel=True)
+    if parsed.values.get("--silent"):
+        mode.set_mode(silent=True)
+    sys.argv[:] = parsed.app_argv
+    return parsed
+
+
+def _script_file():
+    return os.path.abspath(getattr(sys.modules.get("__main__"), "__file__", "") or "")
+
+
+def _unit_command(parsed, config):
+    from .daemon import scriptunit, unit
+    values = parsed.values
+    name = config.servers[0].name
+    dest = values.get("--unit-path") or scriptunit.default_path(name)
+    force = bool(values.get("--force"))
+    try:
+        if parsed.command == "remove":
+            print(scriptunit.remove(dest, force))
+            return 0
+        user = scriptunit.service_user(values.get("--user"))
+        do = scriptunit.install if parsed.command == "install" else scriptunit.update
+        print(do(config, _script_file(), parsed.carried, user, dest, force))
+    except (unit.UnitError, ValueError) as e:
+        print("%s %s: %s" % (scriptargs.prog_name(sys.argv), parsed.command, e), file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(**options):
-    """Serve what was mounted: `python app.py [run|start|stop|restart|reload|status]`.
+    """Serve what was mounted: `python app.py [OPTION]... [COMMAND]` (--help lists them).
 
     With no command (or `run`) the master serves in the foreground until
-    SIGTERM/Ctrl-C; `start` daemonizes it, and the other commands control it."""
+    SIGTERM/Ctrl-C; `start` (-d) daemonizes it, the other commands control it
+    or write its systemd unit."""
     from .daemon import commands
-    command = "run"
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        command = sys.argv.pop(1)
-    code = commands.dispatch(command, build_config(**options), as_json="--json" in sys.argv)
+    options = _legacy_run_forms(options)
+    parsed = _command_line()
+    if "--port" in parsed.values:
+        options["port"] = int(parsed.values["--port"])
+    config = build_config(**options)
+    if parsed.command in ("install", "update", "remove"):
+        code = _unit_command(parsed, config)
+    else:
+        code = commands.dispatch(parsed.command, config,
+                                 as_json=bool(parsed.values.get("--json")))
     if code:
         sys.exit(code)
     return code
+
+
+def _legacy_run_forms(options):
+    """The 0.20 page's run(mount=[(prefix, target), ...], proxy=True, certfile=…,
+    passphrase=…): mounts, the forward proxy and TLS in one call."""
+    options = dict(options)
+    mounts = options.pop("mount", None)
+    if mounts is not None:
+        if isinstance(mounts, tuple) and len(mounts) == 2 and isinstance(mounts[0], str):
+            mounts = [mounts]
+        if not isinstance(mounts, (list, tuple)):
+            raise TypeError("skitaid.run(mount=...): a list of (prefix, target) pairs, got %r"
+                            % (mounts,))
+        for one in mounts:
+            if not (isinstance(one, (list, tuple)) and len(one) in (2, 3)
+                    and isinstance(one[0], str)):
+                raise TypeError("skitaid.run(mount=...): each is (prefix, target) or (prefix, "
+                                "target, app_name), got %r" % (one,))
+            mount(*one)
+    if "proxy" in options:
+        enable_proxy(bool(options.pop("proxy")))
+    if options.get("certfile"):
+        enable_ssl(options.pop("certfile"), options.pop("keyfile", None),
+                   options.pop("passphrase", None))
+    return options
