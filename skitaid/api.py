@@ -469,6 +469,11 @@ def build_config(**options):
         server_kw["pythonpath"] = tuple(os.path.abspath(p) for p in server_kw["pythonpath"])
     if server_kw.get("working_dir"):
         server_kw["working_dir"] = os.path.abspath(server_kw["working_dir"])
+    else:       # the 0.36 page: workers run in the script's directory, daemon or not
+        server_kw["working_dir"] = _script_dir()
+    # the page's process titles: skitaid/NAME: master, skitaid/NAME: worker #0
+    server_kw.setdefault("title", "skitaid/%s" % name)
+    global_kw.setdefault("title", server_kw["title"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
     base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))

@@ -151,6 +151,7 @@ class ServerConfig:
     # where app imports look first (gunicorn's --pythonpath): absolute directories
     pythonpath: Tuple[str, ...] = ()
     working_dir: str = ""                  # workers chdir here before importing apps (--chdir)
+    title: str = ""                        # workers' title prefix ("skitaid/NAME" for scripts)
     aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
@@ -195,6 +196,7 @@ class GlobalConfig:
     var_path: str = ""
     run_path: str = ""
     pidfile: str = ""
+    title: str = ""                        # the master's title prefix ("skitaid/NAME" for scripts)
 
 
 @dataclass(frozen=True)
