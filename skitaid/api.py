@@ -16,6 +16,7 @@ from dataclasses import fields, replace
 
 from . import mode, scriptargs
 from .apps import find_app_file
+from .preference import Preference
 from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, Config, GatewayConfig, GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
@@ -126,6 +127,22 @@ def _route(prefix, target, app_name):
     return Route(prefix, APP, "%s:%s" % (where, name), "skitaid.mount")     # a module name
 
 
+def preference():
+    """A pref for mount(..., pref=pref): `with skitaid.preference() as pref:`."""
+    return Preference()
+
+
+def _with_pref(route, pref):
+    if not isinstance(pref, Preference):
+        raise TypeError("skitaid.mount(%r, ...): pref comes from skitaid.preference(), got %r"
+                        % (route.prefix, pref))
+    if route.kind != APP:
+        raise ValueError("skitaid.mount(%r, ...): pref applies to apps, not to %s mounts"
+                         % (route.prefix, route.kind))
+    return replace(route, debug=pref.debug, reload=bool(pref.use_reloader),
+                   app_config=dict(pref.config) or None)
+
+
 class _Runner:
     """What mount() returns: call it to run, as in `skitaid.mount('/', app)(port=5000)`."""
 
@@ -133,10 +150,15 @@ class _Runner:
         return run(**options)
 
 
-def mount(prefix, target, app_name="app", host="default"):
-    """Mount a WSGI callable, a module/file app spec or a directory at `prefix`."""
+def mount(prefix, target, app_name="app", pref=None, host="default"):
+    """Mount a WSGI callable, a module/file app spec or a directory at `prefix`.
+
+    `pref` (from skitaid.preference()): this mount's debug, use_reloader and
+    config (merged into the app's config)."""
     names = (host,) if isinstance(host, str) else tuple(host)
     route = _route(prefix, target, app_name)
+    if pref is not None:
+        route = _with_pref(route, pref)
     if route.kind != STATIC:
         for other_names, other in _mounts:
             shared = set(names) & set(other_names)
@@ -357,6 +379,68 @@ def use_poll(name):
     with that selector instead of uvloop ('select' handles descriptors below
     1024 only); 'uvloop' is the default (key poller)."""
     _setting("use_poll", "poller", name, (str,))
+
+
+def set_proxy_keep_alive(channel=None, tunnel=None):
+    """The forward proxy's keep-alive: `tunnel`, the idle time of CONNECT
+    tunnels and proxied WebSockets (key tunnel_timeout); `channel`, the idle
+    time of the connections it keeps to the sites it fetches from (key
+    proxy_keep_alive)."""
+    if channel is None and tunnel is None:
+        raise ValueError("skitaid.set_proxy_keep_alive(): give channel= or tunnel= (seconds)")
+    if channel is not None:
+        _setting("set_proxy_keep_alive", "proxy_keep_alive", channel, (int, float))
+    if tunnel is not None:
+        _setting("set_proxy_keep_alive", "tunnel_timeout", tunnel, (int, float))
+
+
+def config_executors(workers=None, zombie_timeout=None, process_start_method=None):
+    """The pools behind was.Thread and was.Process: `workers` each (None: the
+    CPU count; key executor_workers), `zombie_timeout` seconds a task may run
+    before its Task ends as timed out (0: no limit; key zombie_timeout), and
+    the process pool's `process_start_method` ('forkserver', 'spawn' or
+    'fork'; key process_start_method)."""
+    if workers is not None:
+        _setting("config_executors", "executor_workers", workers, (int,))
+    if zombie_timeout is not None:
+        _setting("config_executors", "zombie_timeout", zombie_timeout, (int, float))
+    if process_start_method is not None:
+        _setting("config_executors", "process_start_method", process_start_method, (str,))
+
+
+_file_logging = None     # enable_file_logging(): the log directory ("" → the script's)
+
+
+def enable_file_logging(path=None):
+    """Request and error logs go to files in `path` (relative to the script;
+    default: the script's log directory) instead of the console, in the
+    foreground too; a daemon always logs to files (there, under `path`)."""
+    global _file_logging
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ValueError("skitaid.enable_file_logging(): expected a directory path, got %r"
+                         % (path,))
+    if path:
+        path = abspath(os.fspath(path))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError("skitaid.enable_file_logging(): expected a directory, %s is a file"
+                             % path)
+        _settings["log_path"] = path
+    _file_logging = path or ""
+
+
+def _to_log_files(config):
+    """Foreground with enable_file_logging(): stdout/stderr (the error log) to
+    error.log, each server's request log to NAME-request.log."""
+    from .logs import redirect_stdio
+    folder = config.globals.log_path
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    servers = tuple(s if s.request_log_file else replace(
+        s, request_log_file=os.path.join(folder, "%s-request.log" % s.name))
+        for s in config.servers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    redirect_stdio(os.path.join(folder, "error.log"))
+    return replace(config, servers=servers)
 
 
 def getswd():
@@ -625,6 +709,8 @@ def run(**options):
     if parsed.command in ("install", "update", "remove"):
         code = _unit_command(parsed, config)
     else:
+        if _file_logging is not None and parsed.command == "run":
+            config = _to_log_files(config)
         code = commands.dispatch(parsed.command, config,
                                  as_json=bool(parsed.values.get("--json")))
     if code:

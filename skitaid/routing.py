@@ -5,6 +5,7 @@ names, then `*`/`default`); inside a group the longest mount prefix wins,
 and at the same prefix an existing static file wins over the app.
 """
 from .apps import load_app
+from .preference import apply_app_config
 from .config.model import ALIAS, APP, STATIC
 from .handlers.errors import error_response
 from .handlers.wsgi import WSGIHandler
@@ -147,7 +148,8 @@ def build_router(config, worker):
             elif route.kind == APP:
                 key = (id(route.target) if callable(route.target) else route.target, route.prefix)
                 if key not in apps:
-                    apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
+                    app = apply_app_config(load_app(route.target), route.app_config)
+                    apps[key] = WSGIHandler(app, route.prefix, worker)
                     apps[key].verifier = verifier     # the identity of requests with a token
                 m.app = apps[key]
             elif route.kind == ALIAS:
