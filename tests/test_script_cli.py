@@ -555,3 +555,51 @@ def test_run_with_mount_list_proxy_and_certificate(tmp_path):
         conn.close()
     assert got == {"/": b"one", "/flask/": b"two"}
     assert proxied == 502           # tried (nothing listens there), not served as a page
+
+
+# -- working directory of config-file servers -------------------------------------------------
+def test_config_file_servers_work_in_their_first_app_files_directory(serve_cli, tmp_path):
+    port = free_port()
+    conf = tmp_path / "conf"
+    (conf / "servers-enabled").mkdir(parents=True)
+    (conf / "sites" / "main" / "data").mkdir(parents=True)
+    (conf / "skitaid.conf").write_text("[global]\nuser =\n")
+    (conf / "sites" / "main" / "data" / "note.txt").write_text("beside the app")
+    (conf / "sites" / "main" / "app.py").write_text(textwrap.dedent('''
+        import os
+        def app(env, start):
+            body = (os.getcwd() + "|" + open("data/note.txt").read()).encode()
+            start("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
+        '''))
+    (conf / "servers-enabled" / "web.conf").write_text(
+        "[server]\nip = 127.0.0.1\nport = %d\n\n[routes:line]\n/ = sites/main/app.py:app\n" % port)
+    s = serve_cli("run", "-c", str(conf), port=port)
+    assert fetch(s.port, "/").body.decode() == "%s|beside the app" % (conf / "sites" / "main")
+
+
+# -- the forward proxy's keep-alive --------------------------------------------------------
+def test_proxy_channel_keep_alive_keeps_origin_connections_longer(serve):
+    from test_script_api import CountingBackend
+    backend = CountingBackend()
+    try:
+        s = serve('''
+            import os, skitaid
+            def app(env, start):
+                start("200 OK", [("Content-Length", "0")])
+                return [b""]
+            skitaid.enable_proxy()
+            skitaid.set_backend_keep_alive(1)
+            skitaid.set_proxy_keep_alive(channel=30, tunnel=60)
+            skitaid.mount("/", app)
+            skitaid.run(port=int(os.environ["PORT"]))
+            ''')
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+            conn.request("GET", backend.url + "/x")
+            assert conn.getresponse().read() is not None
+            conn.close()
+            time.sleep(2.5)         # longer than backend_keep_alive, shorter than channel
+        assert backend.hits == 2 and backend.connections == 1
+    finally:
+        backend.close()
