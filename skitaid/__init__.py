@@ -13,6 +13,8 @@ from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   set_keep_alive, set_request_timeout, set_max_upload_size,
                   set_backend_keep_alive, set_max_rcache, abspath, getswd, use_poll, is_devel,
                   set_smtp,
+                  add_option, options, get_option, preference, set_proxy_keep_alive,
+                  config_executors, enable_file_logging,
                   PROTO_HTTP, PROTO_HTTPS, DB_PGSQL, DB_SQLITE3, DB_REDIS)
 
 _TASK_NAMES = ("STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR",
@@ -28,6 +30,8 @@ __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "set_keep_alive", "set_request_timeout", "set_max_upload_size",
            "set_backend_keep_alive", "set_max_rcache", "abspath", "getswd", "use_poll",
            "is_devel", "test_client", "set_smtp",
+           "add_option", "options", "get_option", "preference", "set_proxy_keep_alive",
+           "config_executors", "enable_file_logging",
            "was", "PROTO_HTTP", "PROTO_HTTPS", "DB_PGSQL", "DB_SQLITE3", "DB_REDIS",
            *_TASK_NAMES, *_WEBSOCKET_NAMES]
 

@@ -14,7 +14,9 @@ import sys
 import types
 from dataclasses import fields, replace
 
+from . import mode, scriptargs
 from .apps import find_app_file
+from .preference import Preference
 from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, CacheConfig, Config, GatewayConfig,
                            GlobalConfig,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
@@ -36,7 +38,7 @@ _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max
 _GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)} - {"config_dir", "mail"}
 _SPELLINGS = {"ip": "address", "workers": "processes"}
 # `python app.py COMMAND`, as the original Skitai's scripts took them
-COMMANDS = ("run", "start", "stop", "restart", "reload", "status")
+COMMANDS = scriptargs.COMMAND_WORDS
 
 
 def _script_dir():
@@ -127,6 +129,22 @@ def _route(prefix, target, app_name):
     return Route(prefix, APP, "%s:%s" % (where, name), "skitaid.mount")     # a module name
 
 
+def preference():
+    """A pref for mount(..., pref=pref): `with skitaid.preference() as pref:`."""
+    return Preference()
+
+
+def _with_pref(route, pref):
+    if not isinstance(pref, Preference):
+        raise TypeError("skitaid.mount(%r, ...): pref comes from skitaid.preference(), got %r"
+                        % (route.prefix, pref))
+    if route.kind != APP:
+        raise ValueError("skitaid.mount(%r, ...): pref applies to apps, not to %s mounts"
+                         % (route.prefix, route.kind))
+    return replace(route, debug=pref.debug, reload=bool(pref.use_reloader),
+                   app_config=dict(pref.config) or None)
+
+
 class _Runner:
     """What mount() returns: call it to run, as in `skitaid.mount('/', app)(port=5000)`."""
 
@@ -134,12 +152,17 @@ class _Runner:
         return run(**options)
 
 
-def mount(prefix, target, app_name="app", host="default"):
-    """Mount a WSGI callable, a module/file app spec or a directory at `prefix`."""
+def mount(prefix, target, app_name="app", pref=None, host="default"):
+    """Mount a WSGI callable, a module/file app spec or a directory at `prefix`.
+
+    `pref` (from skitaid.preference()): this mount's debug, use_reloader and
+    config (merged into the app's config)."""
     if _reimporting():
         return _Runner()        # a worker running the script again for its new code
     names = (host,) if isinstance(host, str) else tuple(host)
     route = _route(prefix, target, app_name)
+    if pref is not None:
+        route = _with_pref(route, pref)
     if route.kind != STATIC:
         for other_names, other in _mounts:
             shared = set(names) & set(other_names)
@@ -422,6 +445,68 @@ def use_poll(name):
     _setting("use_poll", "poller", name, (str,))
 
 
+def set_proxy_keep_alive(channel=None, tunnel=None):
+    """The forward proxy's keep-alive: `tunnel`, the idle time of CONNECT
+    tunnels and proxied WebSockets (key tunnel_timeout); `channel`, the idle
+    time of the connections it keeps to the sites it fetches from (key
+    proxy_keep_alive)."""
+    if channel is None and tunnel is None:
+        raise ValueError("skitaid.set_proxy_keep_alive(): give channel= or tunnel= (seconds)")
+    if channel is not None:
+        _setting("set_proxy_keep_alive", "proxy_keep_alive", channel, (int, float))
+    if tunnel is not None:
+        _setting("set_proxy_keep_alive", "tunnel_timeout", tunnel, (int, float))
+
+
+def config_executors(workers=None, zombie_timeout=None, process_start_method=None):
+    """The pools behind was.Thread and was.Process: `workers` each (None: the
+    CPU count; key executor_workers), `zombie_timeout` seconds a task may run
+    before its Task ends as timed out (0: no limit; key zombie_timeout), and
+    the process pool's `process_start_method` ('forkserver', 'spawn' or
+    'fork'; key process_start_method)."""
+    if workers is not None:
+        _setting("config_executors", "executor_workers", workers, (int,))
+    if zombie_timeout is not None:
+        _setting("config_executors", "zombie_timeout", zombie_timeout, (int, float))
+    if process_start_method is not None:
+        _setting("config_executors", "process_start_method", process_start_method, (str,))
+
+
+_file_logging = None     # enable_file_logging(): the log directory ("" → the script's)
+
+
+def enable_file_logging(path=None):
+    """Request and error logs go to files in `path` (relative to the script;
+    default: the script's log directory) instead of the console, in the
+    foreground too; a daemon always logs to files (there, under `path`)."""
+    global _file_logging
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ValueError("skitaid.enable_file_logging(): expected a directory path, got %r"
+                         % (path,))
+    if path:
+        path = abspath(os.fspath(path))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError("skitaid.enable_file_logging(): expected a directory, %s is a file"
+                             % path)
+        _settings["log_path"] = path
+    _file_logging = path or ""
+
+
+def _to_log_files(config):
+    """Foreground with enable_file_logging(): stdout/stderr (the error log) to
+    error.log, each server's request log to NAME-request.log."""
+    from .logs import redirect_stdio
+    folder = config.globals.log_path
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    servers = tuple(s if s.request_log_file else replace(
+        s, request_log_file=os.path.join(folder, "%s-request.log" % s.name))
+        for s in config.servers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    redirect_stdio(os.path.join(folder, "error.log"))
+    return replace(config, servers=servers)
+
+
 def getswd():
     """The script's directory: where relative mount and file paths start."""
     return _script_dir()
@@ -533,6 +618,11 @@ def build_config(**options):
         server_kw["pythonpath"] = tuple(os.path.abspath(p) for p in server_kw["pythonpath"])
     if server_kw.get("working_dir"):
         server_kw["working_dir"] = os.path.abspath(server_kw["working_dir"])
+    else:       # the 0.36 page: workers run in the script's directory, daemon or not
+        server_kw["working_dir"] = _script_dir()
+    # the page's process titles: skitaid/NAME: master, skitaid/NAME: worker #0
+    server_kw.setdefault("title", "skitaid/%s" % name)
+    global_kw.setdefault("title", server_kw["title"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
     base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))
@@ -581,23 +671,136 @@ def set_smtp(server, user=None, password=None, ssl=False, starttls=None):
     compose.set_smtp(server, user, password, ssl, starttls)
 
 
+# -- the script's command line (scriptargs.py) -------------------------------------------
+_declared = []          # scriptargs.Option, from add_option()
+
+
+def add_option(short=None, long=None, help=""):
+    """Declare an option of the app's own command line, as the pages do:
+
+        skitaid.add_option('-D', '--dist', 'distribute mode')
+        skitaid.add_option(None, '--db=DB_NAME', 'use this database')
+        active_db = skitaid.options.get('--db', 'testdb')
+
+    Options nobody declared are usage errors when run() parses the line."""
+    _declared.append(scriptargs.declare(_declared, short, long, help))
+
+
+def _given():
+    """(values, known names) of the command line as declared so far."""
+    values = scriptargs.parse(sys.argv, _declared, strict=False).values
+    known = {n for o in scriptargs.SKITAID_OPTIONS + tuple(_declared) for n in o.names}
+    return values, known
+
+
+options = scriptargs.Options(_given)
+
+
+def get_option(*names):
+    """The value of the first of `names` given (True for a flag), else None:
+    skitaid.get_option('-D', '--dist')."""
+    if not names:
+        raise ValueError("skitaid.get_option(): name at least one option ('-D', '--dist')")
+    for name in names:
+        value = options.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _is_script():
+    """True when __main__ is an app script (not the `skitaid` command, not a test run)."""
+    main = sys.modules.get("__main__")
+    path = os.path.abspath(getattr(main, "__file__", "") or "")
+    here = os.path.dirname(os.path.abspath(__file__))
+    return bool(path) and not path.startswith(here + os.sep) and \
+        os.path.basename(sys.argv[0] if sys.argv else "") not in ("skitaid", "pytest")
+
+
+def _early_mode():
+    """--devel/--silent as soon as skitaid is imported: module-level code of the
+    script may ask skitaid.mode before run() parses the whole line."""
+    if not _is_script():
+        return
+    values = scriptargs.parse(sys.argv, (), strict=False).values
+    if values.get("--devel") is True:
+        mode.set_mode(devel=True)
+    if values.get("--silent") is True:
+        mode.set_mode(silent=True)
+
+
+_early_mode()
+
+
+def _command_line():
+    """Parse sys.argv strictly (every option declared by now), act on --help,
+    --devel, --silent, and leave the app only its own options. A usage error
+    exits 2."""
+    prog = scriptargs.prog_name(sys.argv)
+    try:
+        parsed = scriptargs.parse(sys.argv, _declared, strict=True)
+    except scriptargs.UsageError as e:
+        scriptargs.fail(prog, str(e))
+    if parsed.values.get("--help"):
+        sys.stdout.write(scriptargs.help_text(prog, _declared))
+        sys.stdout.flush()
+        raise SystemExit(0)
+    if parsed.values.get("--devel"):
+        mode.set_mode(devel=True)
+    if parsed.values.get("--silent"):
+        mode.set_mode(silent=True)
+    sys.argv[:] = parsed.app_argv
+    return parsed
+
+
+def _script_file():
+    return os.path.abspath(getattr(sys.modules.get("__main__"), "__file__", "") or "")
+
+
+def _unit_command(parsed, config):
+    from .daemon import scriptunit, unit
+    values = parsed.values
+    name = config.servers[0].name
+    dest = values.get("--unit-path") or scriptunit.default_path(name)
+    force = bool(values.get("--force"))
+    try:
+        if parsed.command == "remove":
+            print(scriptunit.remove(dest, force))
+            return 0
+        user = scriptunit.service_user(values.get("--user"))
+        do = scriptunit.install if parsed.command == "install" else scriptunit.update
+        print(do(config, _script_file(), parsed.carried, user, dest, force))
+    except (unit.UnitError, ValueError) as e:
+        print("%s %s: %s" % (scriptargs.prog_name(sys.argv), parsed.command, e), file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(**options):
-    """Serve what was mounted: `python app.py [run|start|stop|restart|reload|status]`.
+    """Serve what was mounted: `python app.py [OPTION]... [COMMAND]` (--help lists them).
 
     With no command (or `run`) the master serves in the foreground until
-    SIGTERM/Ctrl-C; `start` daemonizes it, and the other commands control it."""
+    SIGTERM/Ctrl-C; `start` (-d) daemonizes it, the other commands control it
+    or write its systemd unit."""
     if _reimporting():
         return 0
     from .daemon import commands
     from .smtpda.control import take_option, with_server
-    command = "run"
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        command = sys.argv.pop(1)
+    options = _legacy_run_forms(options)
     if take_option(sys.argv):       # --smtpda: start the mail delivery agent too
         options.setdefault("smtpda", True)
+    parsed = _command_line()
+    if "--port" in parsed.values:
+        options["port"] = int(parsed.values["--port"])
     config = build_config(**options)
-    with_server(config, command)
-    code = commands.dispatch(command, config, as_json="--json" in sys.argv)
+    if parsed.command in ("install", "update", "remove"):
+        code = _unit_command(parsed, config)
+    else:
+        if _file_logging is not None and parsed.command == "run":
+            config = _to_log_files(config)
+        with_server(config, parsed.command)
+        code = commands.dispatch(parsed.command, config,
+                                 as_json=bool(parsed.values.get("--json")))
     if code:
         sys.exit(code)
     return code
@@ -618,3 +821,27 @@ def is_devel():
     from . import mode
     return mode.is_devel()
 
+
+def _legacy_run_forms(options):
+    """The 0.20 page's run(mount=[(prefix, target), ...], proxy=True, certfile=…,
+    passphrase=…): mounts, the forward proxy and TLS in one call."""
+    options = dict(options)
+    mounts = options.pop("mount", None)
+    if mounts is not None:
+        if isinstance(mounts, tuple) and len(mounts) == 2 and isinstance(mounts[0], str):
+            mounts = [mounts]
+        if not isinstance(mounts, (list, tuple)):
+            raise TypeError("skitaid.run(mount=...): a list of (prefix, target) pairs, got %r"
+                            % (mounts,))
+        for one in mounts:
+            if not (isinstance(one, (list, tuple)) and len(one) in (2, 3)
+                    and isinstance(one[0], str)):
+                raise TypeError("skitaid.run(mount=...): each is (prefix, target) or (prefix, "
+                                "target, app_name), got %r" % (one,))
+            mount(*one)
+    if "proxy" in options:
+        enable_proxy(bool(options.pop("proxy")))
+    if options.get("certfile"):
+        enable_ssl(options.pop("certfile"), options.pop("keyfile", None),
+                   options.pop("passphrase", None))
+    return options

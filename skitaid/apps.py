@@ -10,16 +10,33 @@ class AppLoadError(Exception):
     hint = ""           # which config key would fix it, as " (…)"
 
 
-def prepare_imports(pythonpath=(), working_dir=""):
+def prepare_imports(pythonpath=(), working_dir="", app_dir=""):
     """A server's import setup, as gunicorn's --chdir and --pythonpath: chdir to
-    working_dir, then put it and the pythonpath directories first on sys.path."""
+    working_dir, then put it and the pythonpath directories first on sys.path.
+    Without working_dir, chdir to app_dir (the first app file's), sys.path unchanged."""
     if working_dir:
         os.chdir(working_dir)
+    elif app_dir and os.path.isdir(app_dir):
+        os.chdir(app_dir)
     for folder in reversed((working_dir,) + tuple(pythonpath) if working_dir
                            else tuple(pythonpath)):
         if folder in sys.path:
             sys.path.remove(folder)
         sys.path.insert(0, folder)
+
+
+def first_app_dir(server):
+    """The directory of a server's first app file ('' if it mounts none): the
+    workers' working directory when working_dir is not set, so that an app
+    opening "data/x.txt" finds it next to itself, as it did in development."""
+    from .config.model import APP
+    for group in server.hosts:
+        for route in group.routes:
+            if route.kind == APP and isinstance(route.target, str):
+                path = split_spec(route.target)[0]
+                if path.endswith(".py") and os.path.isabs(path):
+                    return os.path.dirname(path)
+    return ""
 
 
 def _where_is(name, start, levels=4):

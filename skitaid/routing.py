@@ -7,6 +7,7 @@ and at the same prefix an existing static file wins over the app.
 """
 from . import devel, reimport
 from .apps import load_app
+from .preference import apply_app_config
 from .config.model import ALIAS, APP, STATIC
 from .handlers.errors import error_response
 from .handlers.wsgi import WSGIHandler
@@ -149,9 +150,10 @@ def build_router(config, worker):
             elif route.kind == APP:
                 key = (id(route.target) if callable(route.target) else route.target, route.prefix)
                 if key not in apps:
-                    app = load_app(route.target)
+                    app = apply_app_config(load_app(route.target), route.app_config)
                     if callable(route.target) and watched:
-                        app = reimport.fresh(route.target)    # the script's app, edited
+                        # the script's app, edited
+                        app = apply_app_config(reimport.fresh(route.target), route.app_config)
                     apps[key] = WSGIHandler(app, route.prefix, worker)
                     apps[key].verifier = verifier     # the identity of requests with a token
                     apps[key].debug = devel.apply_debug(route, config, app)

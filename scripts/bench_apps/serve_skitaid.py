@@ -82,6 +82,9 @@ def main(argv=None):
     if args.certfile:
         skitaid.enable_ssl(os.path.abspath(args.certfile),
                            os.path.abspath(args.keyfile) if args.keyfile else None)
+    # the options above are this script's own, parsed already: skitaid.run()
+    # would refuse them as undeclared, so its command line is left empty
+    del sys.argv[1:]
     skitaid.run(address=args.address, port=args.port, threads=args.threads,
                 request_log=False, **({"quic": args.quic} if args.quic else {}))
 

@@ -23,6 +23,7 @@ class Route:
     source: str = ""            # where it was defined, for error messages ("file [section] key")
     debug: Optional[bool] = None   # this mount's own debug pages (pref.debug, app.debug); None: the server's
     reload: bool = False        # watched by the development reloader (pref.use_reloader)
+    app_config: Any = None      # pref.config: merged into the app's config (Flask style)
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,19 @@ class ServerConfig:
     backend_keep_alive: float = 4.0
     # the workers' event loop: uvloop, or asyncio's own with the epoll/poll/select selector
     poller: str = "uvloop"
+    # the pools behind was.Thread/was.Process (skitaid.config_executors): size
+    # (0: the CPU count), how long a task may run before it is given up (0: no
+    # limit), and how the process pool starts its processes
+    executor_workers: int = 0
+    zombie_timeout: float = 300.0
+    process_start_method: str = "forkserver"
     backend_timeout: float = 60.0          # proxy: wait this long for a backend's response (504)
     enable_proxy: bool = False             # forward proxy for absolute-URI requests
     proxy_allow: Tuple[str, ...] = ("127.0.0.0/8", "::1/128")   # who may use it (never an open relay)
     proxy_connect_ports: Tuple[int, ...] = (443,)   # ports a CONNECT tunnel may go to
+    # forward proxy: its connections to the sites it fetches from stay idle this
+    # long at most (set_proxy_keep_alive(channel=)); 0: backend_keep_alive
+    proxy_keep_alive: float = 0.0
     tunnel_timeout: float = 300.0          # a tunnel (proxied WebSocket, CONNECT) idle this long closes
     debug: bool = False
     devel: bool = False                    # development mode: debug pages, source watcher, no max-age
@@ -177,6 +187,7 @@ class ServerConfig:
     # where app imports look first (gunicorn's --pythonpath): absolute directories
     pythonpath: Tuple[str, ...] = ()
     working_dir: str = ""                  # workers chdir here before importing apps (--chdir)
+    title: str = ""                        # workers' title prefix ("skitaid/NAME" for scripts)
     aliases: Tuple[Alias, ...] = ()        # [@name] sections of this server file
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
@@ -258,6 +269,7 @@ class GlobalConfig:
     pidfile: str = ""
     smtpda: bool = False                   # start the mail delivery agent with the server
     mail: SmtpdaConfig = field(default_factory=SmtpdaConfig)   # [smtpda]
+    title: str = ""                        # the master's title prefix ("skitaid/NAME" for scripts)
 
 
 @dataclass(frozen=True)

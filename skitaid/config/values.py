@@ -90,6 +90,17 @@ def _poller(s):
 
 poller = Kind("uvloop, or epoll, poll or select (asyncio's loop with that selector)", _poller)
 
+START_METHODS = ("forkserver", "spawn", "fork")
+
+
+def _start_method(s):
+    if s.lower() not in START_METHODS:
+        raise ValueError(s)
+    return s.lower()
+
+
+start_method = Kind("forkserver, spawn or fork (multiprocessing's start methods)", _start_method)
+
 # Host names: letters, digits, '-', dots; no scheme, no path.
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 

@@ -11,7 +11,13 @@ from .task import STA_NORMAL, Result
 
 async def run_in(engine, kind, fn, args, kwargs, meta):
     loop = asyncio.get_running_loop()
-    value = await loop.run_in_executor(engine.executor(kind), functools.partial(fn, *args, **kwargs))
+    work = loop.run_in_executor(engine.executor(kind), functools.partial(fn, *args, **kwargs))
+    if engine.zombie_timeout:
+        # given up after zombie_timeout: the Task ends as timed out (a thread
+        # cannot be killed and runs on; its result is dropped)
+        value = await asyncio.wait_for(work, engine.zombie_timeout)
+    else:
+        value = await work
     return Result(STA_NORMAL, 200, "OK", data=value, meta=meta)
 
 

@@ -45,6 +45,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.requests = 0            # requests sent on it (reused when > 1)
         self.idle_since = 0.0
+        self.idle_limit = 0.0       # kept idle this long at most (0: the pool's idle_timeout)
         self.got_response_bytes = False
         self.head_only = False       # HEAD: no body follows whatever the headers say
         self._status = b""
@@ -328,10 +329,11 @@ class ClientPool:
             if h1 is not None:
                 return h1, False
         idle = self._idle.get(key)
-        stale = time.monotonic() - self.idle_timeout
+        now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.idle_since < stale:      # idle too long: the sweep has not come yet
+            if conn.idle_since < now - (conn.idle_limit or self.idle_timeout):
+                # idle too long: the sweep has not come yet
                 conn.close()
             elif not conn.closed:
                 return conn, True
@@ -382,11 +384,13 @@ class ClientPool:
             raise ConnectFailed("connect to %s:%d failed: %s" % (host, port, e.strerror or e))
         return conn
 
-    def release(self, conn, keep_alive):
-        """The response is complete: keep the connection for the next request."""
+    def release(self, conn, keep_alive, idle_limit=0.0):
+        """The response is complete: keep the connection for the next request
+        (idle for `idle_limit` seconds at most; 0: the pool's idle_timeout)."""
         if conn.sink is not None or not keep_alive or conn.closed or self._closed:
             conn.close()
             return
+        conn.idle_limit = idle_limit
         if not self._wake(conn.key, conn):
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.key, collections.deque()).append(conn)
@@ -413,10 +417,13 @@ class ClientPool:
         return False
 
     def _sweep(self):
-        limit = time.monotonic() - self.idle_timeout
+        now = time.monotonic()
+        limit = now - self.idle_timeout
         for idle in list(self._idle.values()):
-            while idle and idle[0].idle_since < limit:
-                idle.popleft().close()
+            for conn in [c for c in idle if c.idle_since < now - (c.idle_limit or
+                                                                 self.idle_timeout)]:
+                idle.remove(conn)
+                conn.close()
         self.h2.sweep(limit)
         if not self._closed:
             self._sweeper = self.loop.call_later(1.0, self._sweep)

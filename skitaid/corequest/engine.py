@@ -31,6 +31,11 @@ class Engine:
         self._cache_tick = None
         self.loop_thread = None      # set once the loop runs (see bind_loop_thread)
         self._executors = {}
+        # was.Thread/was.Process pools (config_executors): size (0: CPU count),
+        # give-up time of a task (0: none), the process pool's start method
+        self.executor_workers = 0
+        self.zombie_timeout = 0.0
+        self.process_start_method = "forkserver"
         self.databases = {}          # alias name (or (type, spec)) → db.client.Database
         self._db_lock = threading.Lock()
 
@@ -86,12 +91,13 @@ class Engine:
         if ex is None:
             import concurrent.futures
             import os
+            workers = self.executor_workers or os.cpu_count() or 1
             if kind == "process":
                 import multiprocessing
                 ex = concurrent.futures.ProcessPoolExecutor(
-                    os.cpu_count() or 1, mp_context=multiprocessing.get_context("forkserver"))
+                    workers, mp_context=multiprocessing.get_context(self.process_start_method))
             else:
-                ex = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1,
+                ex = concurrent.futures.ThreadPoolExecutor(workers,
                                                            thread_name_prefix="skitaid-task")
             self._executors[kind] = ex
         return ex
@@ -134,6 +140,9 @@ def start_worker_engine(worker):
     engine.pool.idle_timeout = config.backend_keep_alive
     if config.cachefs.enabled:
         engine.start_cachefs(config.cachefs)
+    engine.executor_workers = config.executor_workers
+    engine.zombie_timeout = config.zombie_timeout
+    engine.process_start_method = config.process_start_method
     engine.bind_loop_thread()
     _engine = engine
     return engine

@@ -25,6 +25,18 @@ def set_title(title):
     setproctitle(title)
 
 
+def master_title(prefix=""):
+    """`skitaid: master`; an app script's `skitaid/NAME: master`, as the pages show."""
+    return "%s: master" % (prefix or "skitaid")
+
+
+def worker_title(server, index):
+    """`skitaid: SERVER worker #0`; an app script's `skitaid/NAME: worker #0`."""
+    if server.title:
+        return "%s: worker #%d" % (server.title, index)
+    return "skitaid: %s worker #%d" % (server.name, index)
+
+
 def _prctl():
     """libc's prctl, loaded while still privileged (the workers' user may not
     be able to read the Python installation); None off Linux."""
@@ -91,7 +103,7 @@ def worker_main(server, sockets, forward_sockets, index, slot, credentials, requ
                 obj.close()
             except OSError:
                 pass
-        set_title("skitaid: %s worker #%d" % (server.name, index))
+        set_title(worker_title(server, index))
         if server.devel:                # skitaid.is_devel() in this server's apps
             from .. import mode
             mode.set_mode(devel=True)

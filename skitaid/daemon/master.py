@@ -15,7 +15,7 @@ import time
 from ..logs import error_log, reopen_stdio, share_stdio
 from . import control, systemd
 from .channel import MasterLink, WorkerChannel
-from .child import set_title, worker_main
+from .child import master_title, set_title, worker_main
 from . import listeners, orphans
 from .udp import QuicGroups
 from .pidfile import PidFile
@@ -78,7 +78,7 @@ class Master:
     # -- start ------------------------------------------------------------------
     def run(self):
         """Serve until stopped; returns the exit code."""
-        set_title("skitaid: master")
+        set_title(master_title(self.config.globals.title))
         g = self.config.globals
         if g.pidfile:
             self.pidfile = PidFile(g.pidfile)

@@ -4,11 +4,14 @@ master is gone (killed with -9 before they could notice), named by pid so
 import os
 import socket
 
+from .pidfile import is_master_title
+
 WORKER_TITLE = "skitaid: "      # "skitaid: NAME worker #N" (daemon/child.py)
 
 
 def _is_worker(title):
-    return title.startswith(WORKER_TITLE) and " worker #" in title
+    return (title.startswith(WORKER_TITLE) or title.startswith("skitaid/")) and \
+        " worker #" in title
 
 
 def _holds(proc, address, port, unix):
@@ -84,7 +87,7 @@ def _master_of(proc):
     """The pid of the live skitaid master that forked `proc`, or 0."""
     try:
         parent = proc.parent()
-        if parent is not None and " ".join(parent.cmdline()).strip() == "skitaid: master":
+        if parent is not None and is_master_title(" ".join(parent.cmdline()).strip()):
             return parent.pid
     except Exception:
         pass

@@ -11,6 +11,11 @@ MASTER_TITLE = "skitaid: master"
 CLOCK_SLACK = 2.0           # seconds: process start times are read at tick resolution
 
 
+def is_master_title(title):
+    """`skitaid: master`, or an app script's `skitaid/NAME: master`."""
+    return title == MASTER_TITLE or (title.startswith("skitaid/") and title.endswith(": master"))
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -50,9 +55,11 @@ def _not_master(pid, path, title_wanted=MASTER_TITLE):
         written = None
     if written is not None and created > written + CLOCK_SLACK:
         return "pid %d (%s) started after the pid file was written" % (pid, title or "?")
-    if title != title_wanted:
-        what = "a skitaid master" if title_wanted == MASTER_TITLE else repr(title_wanted)
-        return "pid %d is %r, not %s" % (pid, title or "?", what)
+    if title_wanted == MASTER_TITLE:
+        if not is_master_title(title):
+            return "pid %d is %r, not a skitaid master" % (pid, title or "?")
+    elif title != title_wanted:
+        return "pid %d is %r, not %r" % (pid, title or "?", title_wanted)
     return ""
 
 

@@ -6,7 +6,9 @@ the user last; then we check that root cannot be regained.
 
 Policy when the master runs as root (see worker_credentials):
 - `user` set (in the server file, else in skitaid.conf [global]) → that user;
-- nothing set → `nobody` (an unprivileged default, as nginx does); a log line
+- nothing set, started with sudo → the sudo user ($SUDO_USER), as the
+  original Skitai did;
+- nothing set otherwise → `nobody` (an unprivileged default, as nginx does); a log line
   says so;
 - `user = root` (or uid 0) set explicitly → workers keep root, with a warning:
   the operator asked for it.
@@ -111,6 +113,12 @@ def worker_credentials(server_user: str = "", server_group: str = "", global_use
                 raise PrivilegeError("user %r needs the master to run as root" % user)
         return None
     if not user:
+        sudo_user = sudo_caller()
+        if sudo_user:
+            # started with sudo: the workers are the one who asked, as the
+            # original Skitai did; the master keeps root for low ports on reload
+            log.info("no user configured: workers run as the sudo user %r", sudo_user)
+            return resolve(sudo_user, group or None)
         # As skitaid.conf documents: an empty user keeps the one that started
         # the master. Said loudly, since root workers are rarely what is meant.
         log.warning("no user configured: workers run as root (set user in skitaid.conf)")
@@ -120,6 +128,13 @@ def worker_credentials(server_user: str = "", server_group: str = "", global_use
         log.warning("user %r is root: workers keep root privileges", user)
         return None
     return creds
+
+
+def sudo_caller() -> str:
+    """$SUDO_USER when it names a user other than root, else ""."""
+    name = os.environ.get("SUDO_USER", "").strip()
+    pw = _user(name) if name else None
+    return pw.pw_name if pw is not None and pw.pw_uid != 0 else ""
 
 
 def drop(creds: Credentials) -> None:

@@ -186,6 +186,7 @@ class ProxyHandler:
     Stream = _Stream
     framing = staticmethod(request_framing)
 
+    idle_limit = 0.0        # pooled backend connections: the pool's (backend_keep_alive)
     def __init__(self, target, prefix, worker):
         name, slash, sub = target[1:].partition("/")
         self.alias = name
@@ -382,7 +383,7 @@ class ProxyHandler:
             exchange.abort()
             return
         exchange.finish()
-        pool.release(conn, keep)
+        pool.release(conn, keep, self.idle_limit)
 
     def _tunnel(self, exchange, conn, headers, member):
         """The backend switched protocols: relay its 101, then join the two
@@ -500,6 +501,8 @@ class ForwardProxyHandler(ProxyHandler):
         self.timeout = worker.config.backend_timeout
         self.allowed = tuple(ipaddress.ip_network(n) for n in worker.config.proxy_allow)
         self.connect_ports = frozenset(worker.config.proxy_connect_ports)
+        # set_proxy_keep_alive(channel=): its origin connections' idle time
+        self.idle_limit = worker.config.proxy_keep_alive
 
     def allows(self, client):
         import ipaddress

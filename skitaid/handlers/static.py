@@ -34,6 +34,7 @@ from email.utils import formatdate, mktime_tz, parsedate_tz
 from functools import partial
 from urllib.parse import quote, unquote_to_bytes
 
+from .. import mode
 from ..logs import error_log
 from .errors import error_response
 from .mimetypes_ import guess
@@ -79,7 +80,7 @@ class _Entry(Resolved):
     __slots__ = ("path", "fspath", "url", "key", "size", "mtime", "weak", "tag",
                  "gz_tag", "last_modified", "body", "gz", "gz_state", "gz_path",
                  "gz_key", "gz_size", "gz_waiters", "h200", "h304", "h200gz",
-                 "h304gz", "nbytes")
+                 "h304gz", "nbytes", "max_age", "expires_at")
 
 
 def _key(st):
@@ -456,10 +457,13 @@ class StaticHandler:
                         e.gz_state = GZ_LAZY
                     if e.gz_state != GZ_NO:
                         e.gz_tag = '"%s-gz"' % base
-        max_age = self.max_age_for(url)
+        # development mode: every reload of a page sees the edited files
+        max_age = 0 if mode.is_devel() else self.max_age_for(url)
+        e.max_age = max_age if max_age and max_age > 0 else 0
+        e.expires_at = -1
         # max-age=0 would also allow caching with revalidation, but "no-cache"
         # says it plainly: store it, revalidate every time (a cheap 304).
-        cc = "max-age=%d" % max_age if max_age and max_age > 0 else "no-cache"
+        cc = "max-age=%d" % max_age if e.max_age else "no-cache"
         w = "W/" if e.weak else ""
         etag = w + e.tag
         lm = e.last_modified
@@ -476,6 +480,10 @@ class StaticHandler:
                         ("Vary", "Accept-Encoding")]
         else:
             e.h200gz = e.h304gz = None
+        if e.max_age:     # HTTP/1.0 caches read Expires; _expires() keeps it current
+            for name in ("h200", "h304", "h200gz", "h304gz"):
+                if getattr(e, name) is not None:
+                    getattr(e, name).append(("Expires", ""))
         e.nbytes = 512 + (len(body) if body is not None else 0) + (len(e.gz) if e.gz else 0)
         return e
 
@@ -542,7 +550,22 @@ class StaticHandler:
             self._bytes -= e.nbytes
 
     # -- answering --------------------------------------------------------------------
+    @staticmethod
+    def _expires(e):
+        """Expires = now + max-age, next to Cache-Control, redone once a second."""
+        now = int(time.time())
+        if now == e.expires_at:
+            return
+        e.expires_at = now
+        value = ("Expires", formatdate(now + e.max_age, usegmt=True))
+        for name in ("h200", "h304", "h200gz", "h304gz"):
+            headers = getattr(e, name)
+            if headers is not None:
+                setattr(e, name, [value if k == "Expires" else (k, v) for k, v in headers])
+
     def _serve(self, exchange, e, h, retry):
+        if e.max_age:
+            self._expires(e)
         head = exchange.request.method == "HEAD"
         # Range is defined for GET only (RFC 9110 §14.2): HEAD gets the 200 head.
         rng = None if head else h.get("range")

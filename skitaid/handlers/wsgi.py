@@ -28,6 +28,7 @@ from . import websocket as ws_handler
 from .websocket import accepted_session, call_app
 from ..protocols.host import ConnectionHost, HostConfig
 from .errors import error_response
+from .ranges import ranged
 
 STREAM_HIGH_WATER = 256 * 1024   # bytes handed to the loop but not yet sent
 _SWITCHED = object()             # _call(): a WebSocket view took the connection over
@@ -420,10 +421,12 @@ class WSGIHandler:
         if type(body) is not bytes:
             raise TypeError("response body items must be bytes, got %s" % type(body).__name__)
         resp.started = True
+        # a complete body: a single Range the app did not answer becomes a 206
+        status, headers, body = ranged(exchange.request, resp.status, resp.headers, body)
         if inline:
-            exchange.respond(resp.status, resp.headers, body)
+            exchange.respond(status, headers, body)
         else:
-            self.loop.call_soon_threadsafe(exchange.respond, resp.status, resp.headers, body)
+            self.loop.call_soon_threadsafe(exchange.respond, status, headers, body)
 
     def _send_file(self, exchange, resp, wrapper):
         """A wsgi.file_wrapper around a real file: zero-copy from the loop."""

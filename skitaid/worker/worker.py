@@ -16,7 +16,7 @@ import socket
 import time
 import weakref
 
-from ..apps import prepare_imports
+from ..apps import first_app_dir, prepare_imports
 from ..handlers.errors import error_response
 from ..logs import RequestLog, error_log, reopen_stdio
 from .. import stats
@@ -123,7 +123,7 @@ class Worker:
                                       config.request_log_format)
         # before the apps import: an app module may start corequests at import
         self.corequests = start_worker_engine(self)
-        prepare_imports(config.pythonpath, config.working_dir)
+        prepare_imports(config.pythonpath, config.working_dir, first_app_dir(config))
         self.router = build_router(config, self)
         factory, tls = self.protocol_factory()
         for sock in self.sockets:
