@@ -683,6 +683,8 @@ def add_option(short=None, long=None, help=""):
         active_db = skitaid.options.get('--db', 'testdb')
 
     Options nobody declared are usage errors when run() parses the line."""
+    if _reimporting():
+        return          # a worker running the script again: declared in the master already
     _declared.append(scriptargs.declare(_declared, short, long, help))
 
 

@@ -69,7 +69,7 @@ def test_purge_and_status(site):
     assert os.path.isfile(os.path.join(var, "cache", "web", "state"))
 
     def cache_of(status):
-        return next(s for s in status["servers"] if s["name"] == "web")["cache"]
+        return next(s for s in status["servers"] if s["name"] == "web")["cachefs"]
     # the workers write their counters once a second
     got = wait_for(lambda: (lambda c: c if c["hits"] >= 2 else None)(
         cache_of(json.loads(cli(root, "status", "--json").stdout))), 10)

@@ -323,9 +323,9 @@ def status(config, as_json=False):
             print("  %-3d %-8d %-4d %-9s %-9s %6.1f %8.1fM %9d" % (
                 w["index"], w["pid"], w["generation"], w["state"], _duration(w["uptime"]),
                 w["cpu_percent"], w["rss"] / 1048576.0, w["requests"]))
-        if s.get("cache"):
+        if s.get("cachefs"):
             from .cachecmd import status_line
-            print(status_line(s["cache"]))
+            print(status_line(s["cachefs"]))
     return 0
 
 

@@ -618,7 +618,7 @@ class Master:
                 "pending_generation": pool.pending.number if pool.pending else None,
                 "reload_waiting": pool.deferred is not None,
                 "target_workers": pool.target, "workers": workers,
-                "cache": cache_status(c)})
+                "cachefs": cache_status(c)})
             report.describe_server(servers[-1], pool, self.traffic, health.region())
         return {"ok": True, "pid": os.getpid(), "started": self.started,
                 "uptime": round(time.time() - self.started, 1),
