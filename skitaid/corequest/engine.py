@@ -42,14 +42,14 @@ class Engine:
         db = self.databases.get(key)
         if db is not None:
             return db
-        from .db.client import DB_TYPES, Database, ad_hoc_alias
+        from .db.client import DB_TYPES, Database, ad_hoc_alias, db_types, is_database
         if isinstance(key, str):
             alias = self.aliases.get(key)
             if alias is None:
                 raise LookupError("unknown alias @%s" % key)
-            if alias.type not in DB_TYPES:
+            if not is_database(alias.type):
                 raise LookupError("alias @%s is %s, not a database (%s)"
-                                  % (key, alias.type, ", ".join(DB_TYPES)))
+                                  % (key, alias.type, ", ".join(db_types())))
             if not alias.members:
                 raise LookupError("alias @%s has no members" % key)
         else:
