@@ -254,10 +254,10 @@ def add_database_interface(name, cls):
     skitaid.alias("@mydbi", name, "host:port") and was.db("@mydbi").<command>(…)."""
     from .config.model import add_alias_type
     from .corequest.db import interface
-    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum() \
-            or not name[0].isalpha():
-        raise ValueError("add_database_interface(): name must be letters, digits and '_', "
-                         "got %r" % (name,))
+    import re
+    if not isinstance(name, str) or not re.fullmatch(r"\*?[A-Za-z][A-Za-z0-9_]{0,39}", name):
+        raise ValueError("add_database_interface(): name must be letters, digits and '_' "
+                         "(the original's leading '*' may stay), got %r" % (name,))
     name = name.lower()
     if name in ALIAS_TYPES:
         raise ValueError("add_database_interface(): %r is a built-in alias type" % name)

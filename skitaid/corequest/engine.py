@@ -30,6 +30,7 @@ class Engine:
         self._executors = {}
         self.databases = {}          # alias name (or (type, spec)) → db.client.Database
         self._db_lock = threading.Lock()
+        self.cursor_pools = {}       # (alias name, member index) → db.cursor.SyncPool
 
     def add_alias(self, alias):
         self.aliases[alias.name] = alias
@@ -97,6 +98,8 @@ class Engine:
         self.pool.close()
         for db in self.databases.values():
             db.close()
+        for pool in self.cursor_pools.values():
+            pool.close()
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
 

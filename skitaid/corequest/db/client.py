@@ -52,6 +52,7 @@ class Database:
     def __init__(self, loop, alias):
         self.name = alias.name
         self.kind = alias.type
+        self.alias = alias
         self.backend = _backend(alias.type)
         self.cluster = Cluster(alias.name, alias.type,
                                [(m.host, m.port, m.weight) for m in alias.members])
