@@ -13,7 +13,7 @@ from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   set_keep_alive, set_request_timeout, set_max_upload_size,
                   set_backend_keep_alive, set_max_rcache, abspath, getswd, use_poll,
                   PROTO_HTTP, PROTO_HTTPS, DB_PGSQL, DB_SQLITE3, DB_REDIS)
-from .api import add_database_interface, DB_MONGODB
+from .api import add_database_interface, set_shared_state, DB_MONGODB
 
 _TASK_NAMES = ("STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR",
                "STA_NORMAL", "CorequestError")
@@ -28,7 +28,7 @@ __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "set_keep_alive", "set_request_timeout", "set_max_upload_size",
            "set_backend_keep_alive", "set_max_rcache", "abspath", "getswd", "use_poll",
            "was", "PROTO_HTTP", "PROTO_HTTPS", "DB_PGSQL", "DB_SQLITE3", "DB_REDIS",
-           "add_database_interface", "DB_MONGODB", "DatabaseInterface",
+           "add_database_interface", "set_shared_state", "DB_MONGODB", "DatabaseInterface",
            *_TASK_NAMES, *_WEBSOCKET_NAMES]
 
 

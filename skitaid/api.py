@@ -268,6 +268,18 @@ def add_database_interface(name, cls):
     add_alias_type(name)
 
 
+def set_shared_state(url, prefix=None):
+    """Share setlu/setgs with every host naming the same Redis ("redis://HOST:PORT/DB"),
+    as `[global] shared_state`; in a script without a server it starts at once."""
+    from . import sharedsync
+    _settings_global["shared_state"] = sharedsync.check_url("set_shared_state", url)
+    if prefix is not None:
+        _settings_global["shared_state_prefix"] = sharedsync.check_prefix(
+            "set_shared_state", prefix)
+    sharedsync.start_standalone(_settings_global["shared_state"],
+                                _settings_global.get("shared_state_prefix"))
+
+
 def register_cache_keys(*keys):
     """Names for was.setlu()/getlu(), shared by every worker (before run())."""
     from . import shared

@@ -21,6 +21,7 @@ from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import shared
+from . import sharedstate
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
 
@@ -111,6 +112,8 @@ class Master:
         self._watchdog = systemd.watchdog_interval()
         self.scoreboard = Scoreboard()
         shared.create(s.name for s in self.config.servers)   # setlu/setgs state, before any fork
+        # [global] shared_state: a helper process carries the region to and from Redis
+        sharedstate.start(self.config, self._helper_credentials())
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,
@@ -122,6 +125,14 @@ class Master:
         finally:
             self._cleanup()
         return 0 if not any(p.state == FAILED for p in self.pools.values()) else 1
+
+    def _helper_credentials(self):
+        """The shared-state helper runs as the [global] user, as workers do."""
+        g = self.config.globals
+        try:
+            return worker_credentials("", "", g.user, g.group)
+        except PrivilegeError:
+            return None         # (the servers' own checks have said so already)
 
     def _resolve(self, server):
         g = self.config.globals
@@ -288,6 +299,8 @@ class Master:
             for pool in self._all_pools():
                 if pool.reaped(pid, status):
                     break
+            else:
+                sharedstate.reaped(pid)
 
     def _after_tick(self, now):
         if self._watchdog and now >= self._next_watchdog:
@@ -575,6 +588,7 @@ class Master:
                 pass
         for sock in self.listeners.values():
             listeners.close_listener(sock)
+        sharedstate.stop()
         if self.pidfile is not None:
             self.pidfile.remove()
         for fd in (self._wake_r, self._wake_w):
