@@ -16,6 +16,7 @@ from .api import (mount, run, set_max_age, log_off, set_503_estimated_timeout,
                   add_option, options, get_option, preference, set_proxy_keep_alive,
                   config_executors, enable_file_logging,
                   PROTO_HTTP, PROTO_HTTPS, DB_PGSQL, DB_SQLITE3, DB_REDIS)
+from .api import add_database_interface, set_shared_state, DB_MONGODB
 
 _TASK_NAMES = ("STA_REQFAIL", "STA_UNSENT", "STA_TIMEOUT", "STA_NETERR", "STA_ERROR",
                "STA_NORMAL", "CorequestError")
@@ -33,6 +34,7 @@ __all__ = ["__version__", "mount", "run", "set_max_age", "log_off",
            "add_option", "options", "get_option", "preference", "set_proxy_keep_alive",
            "config_executors", "enable_file_logging",
            "was", "PROTO_HTTP", "PROTO_HTTPS", "DB_PGSQL", "DB_SQLITE3", "DB_REDIS",
+           "add_database_interface", "set_shared_state", "DB_MONGODB", "DatabaseInterface",
            *_TASK_NAMES, *_WEBSOCKET_NAMES]
 
 
@@ -45,6 +47,8 @@ def __getattr__(name):
     elif name == "was":
         import skitaid.was      # (`from . import was` would ask this function again)
         value = skitaid.was
+    elif name == "DatabaseInterface":
+        from .corequest.db.interface import DatabaseInterface as value
     elif name in _TASK_NAMES:
         from .corequest import task
         value = getattr(task, name)

@@ -17,8 +17,8 @@ from dataclasses import fields, replace
 from . import mode, scriptargs
 from .apps import find_app_file
 from .preference import Preference
-from .config.model import (ALIAS, ALIAS_TYPES, APP, Alias, CacheConfig, Config, GatewayConfig,
-                           GlobalConfig,
+from .config.model import (ALIAS, ALIAS_TYPES, APP, MONGODB_REFUSED, Alias, CacheConfig, Config,
+                           GatewayConfig, GlobalConfig, alias_types,
                            HostCert, HostGroup, Limits, Route, ServerConfig, STATIC)
 
 _mounts = []          # (host group names, Route)
@@ -30,6 +30,7 @@ _settings = {}
 _gateway = None       # GatewayConfig from enable_gateway()
 _auth_handler = None  # from set_auth_handler()
 _cachefs = None       # CacheConfig from enable_cachefs()
+_settings_global = {}  # [global] keys set in code (set_shared_state)
 
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"limits", "hosts", "max_ages", "log_off",
@@ -181,10 +182,12 @@ PROTO_HTTPS = "https"
 DB_PGSQL = "postgresql"
 DB_SQLITE3 = "sqlite3"
 DB_REDIS = "redis"
+DB_MONGODB = "mongodb"      # not built in: add_database_interface("mongodb", …) makes it one
 
 
 def alias(name, type="http", members=(), role="", source="", ssl=False, max_connections=None,
-          idle_timeout=None, pool_timeout=None):
+          idle_timeout=None, pool_timeout=None, password=None, database=None, ca_file=None,
+          decode_responses=None):
     """A backend cluster for `was` calls and proxy mounts, as an [@name] section:
 
         skitaid.alias("@api", "http", ["10.0.0.1:5000 2", "10.0.0.2:5000"])
@@ -192,15 +195,19 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
                       max_connections=4)
 
     max_connections, idle_timeout and pool_timeout size the connection pool
-    of each member of a database alias in each worker.
+    of each member of a database alias in each worker. Redis (and added
+    database types) take password, database (number), ca_file (with ssl=True)
+    and decode_responses for the members that do not say otherwise.
     """
     from .config.build import alias_value_rule, parse_member
     from .config.values import Bad, networks
     from .corequest import aliases
     name = name[1:] if name.startswith("@") else name
     type = type.lower()
-    if type not in ALIAS_TYPES:
-        raise ValueError("alias type must be one of %s: %r" % (", ".join(ALIAS_TYPES), type))
+    if type not in alias_types():
+        if type == DB_MONGODB:
+            raise ValueError("skitaid.alias('@%s'): %s" % (name, MONGODB_REFUSED))
+        raise ValueError("alias type must be one of %s: %r" % (", ".join(alias_types()), type))
     ssl = bool(ssl) or type == "https"
     # the config files' member rules (weights, forms, paths relative to the script)
     base_dir = _script_dir()
@@ -235,10 +242,68 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
             pool[key] = kind(str(value))
         except Bad as e:
             raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, e.args[0], value))
+    pool.update(_redis_options(name, type, ssl, password, database, ca_file, decode_responses))
     declared = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
                      allow=allow, source="skitaid.alias", **pool)
     _aliases[name] = declared       # for run()'s config
     aliases.declare(declared)       # for `was` calls made without a server (corequest engine)
+
+
+def _redis_options(name, type, ssl, password, database, ca_file, decode_responses):
+    """alias()'s password/database/ca_file/decode_responses, by the [@alias] rules."""
+    given = {k: val for k, val in (("password", password), ("database", database),
+                                   ("ca_file", ca_file), ("decode_responses", decode_responses))
+             if val is not None}
+    if given and type in ("http", "https", "postgresql", "sqlite3"):
+        raise ValueError("skitaid.alias('@%s'): %s is for redis and added database types, "
+                         "not %s" % (name, ", ".join(given), type))
+    if "password" in given and not isinstance(password, str):
+        raise TypeError("skitaid.alias('@%s'): password must be a str" % name)
+    if "database" in given:
+        if isinstance(database, bool) or not isinstance(database, (int, str)) \
+                or not str(database).isdigit():
+            raise ValueError("skitaid.alias('@%s'): database must be a number >= 0, got %r"
+                             % (name, database))
+        given["database"] = str(int(database))
+    if "ca_file" in given:
+        if not ssl:
+            raise ValueError("skitaid.alias('@%s'): ca_file needs ssl=True" % name)
+        given["ca_file"] = os.path.join(_script_dir(), ca_file)
+    if "decode_responses" in given:
+        given["decode_responses"] = bool(decode_responses)
+    return given
+
+
+def add_database_interface(name, cls):
+    """Make `name` an alias type served by `cls`, a skitaid.DatabaseInterface
+    subclass (connect, execute, close on the worker's loop); then
+    skitaid.alias("@mydbi", name, "host:port") and was.db("@mydbi").<command>(…)."""
+    from .config.model import add_alias_type
+    from .corequest.db import interface
+    import re
+    if not isinstance(name, str) or not re.fullmatch(r"\*?[A-Za-z][A-Za-z0-9_]{0,39}", name):
+        raise ValueError("add_database_interface(): name must be letters, digits and '_' "
+                         "(the original's leading '*' may stay), got %r" % (name,))
+    name = name.lower()
+    if name in ALIAS_TYPES:
+        raise ValueError("add_database_interface(): %r is a built-in alias type" % name)
+    if not (isinstance(cls, type) and issubclass(cls, interface.DatabaseInterface)):
+        raise TypeError("add_database_interface(): cls must be a subclass of "
+                        "skitaid.DatabaseInterface, got %r" % (cls,))
+    interface.add(name, cls)
+    add_alias_type(name)
+
+
+def set_shared_state(url, prefix=None):
+    """Share setlu/setgs with every host naming the same Redis ("redis://HOST:PORT/DB"),
+    as `[global] shared_state`; in a script without a server it starts at once."""
+    from . import sharedsync
+    _settings_global["shared_state"] = sharedsync.check_url("set_shared_state", url)
+    if prefix is not None:
+        _settings_global["shared_state_prefix"] = sharedsync.check_prefix(
+            "set_shared_state", prefix)
+    sharedsync.start_standalone(_settings_global["shared_state"],
+                                _settings_global.get("shared_state_prefix"))
 
 
 def register_cache_keys(*keys):
@@ -625,6 +690,8 @@ def build_config(**options):
     global_kw.setdefault("title", server_kw["title"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
+    for key, value in _settings_global.items():     # set_shared_state()
+        global_kw.setdefault(key, value)
     base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))
     global_kw.setdefault("run_path", base)
     global_kw.setdefault("log_path", os.path.join(base, "log"))

@@ -20,6 +20,31 @@ current = threading.local()
 ROOT_LTXID = "1000"     # the local ID of a request that starts a call chain
 
 
+def at_request_end(fn):
+    """Call fn() when the request this thread serves is answered (the WSGI
+    handler calls end_request()); False when this thread serves none."""
+    if getattr(current, "exchange", None) is None:
+        return False
+    ends = getattr(current, "ends", None)
+    if ends is None:
+        ends = current.ends = []
+    ends.append(fn)
+    return True
+
+
+def end_request():
+    """Run what at_request_end() queued for this thread's request (errors are
+    the callbacks' own business: each runs, whatever the others do)."""
+    ends = getattr(current, "ends", None)
+    if ends:
+        current.ends = None
+        for fn in ends:
+            try:
+                fn()
+            except Exception:
+                pass
+
+
 def adopt_txn_ids(request, gtxid, ltxid):
     """Keep a caller's X-Gtxn-Id / X-Ltxn-Id values (ltxid may be None) on
     `request`, for the request log and its corequests' IDs."""

@@ -8,6 +8,7 @@ under a process-shared lock, and never freed; lookups after that are plain
 reads of 8 bytes. Names are kept per server ("server/key").
 """
 import mmap
+import os
 import multiprocessing
 import struct
 import threading
@@ -87,6 +88,15 @@ class SharedState:
     def get_gs(self, name):
         off = self._find(name)
         return 0 if off is None else struct.unpack_from("=q", self.mem, off + NAME_SIZE + 8)[0]
+
+
+def _after_fork_in_child():
+    # a lock another thread (the shared-state syncer) held at fork stays held in the child
+    global _local_lock
+    _local_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def server_key(server, key):

@@ -197,6 +197,15 @@ def transaction(alias, auto_putback=True, rm_cache=None, timeout=None):
     return Transaction(_engine.current(), alias, auto_putback, rm_cache, timeout)
 
 
+def cursor(alias):
+    """A pooled DB-API cursor of a PostgreSQL or SQLite alias, used blocking in
+    this thread (execute, fetchall, fetchmany, …; autocommit); close() — or the
+    end of the request, or a `with` block — returns its connection."""
+    from .corequest.db.cursor import Cursor
+    engine = _engine.current()
+    return Cursor(engine, engine.database(alias))
+
+
 # -- local background work ----------------------------------------------------------
 def Thread(target, *args, **kwargs):
     """Run target(*args, **kwargs) in a thread pool: a Task."""

@@ -18,7 +18,8 @@ from . import values as v
 from . import observe
 from .errors import Problem
 from .quic import quic_problems
-from .model import (ALIAS, ALIAS_TYPES, APP, STATIC, Alias, GatewayConfig, GlobalConfig,
+from .model import (ALIAS, ALIAS_TYPES, APP, MONGODB_REFUSED, STATIC, Alias, GatewayConfig,
+                    GlobalConfig, alias_types,
                     HostCert, HostGroup, Limits, Member, Route, ServerConfig)
 
 # Section kinds
@@ -222,8 +223,7 @@ def _unix_address(ctx, where, path):
 # ---------------------------------------------------------------- [@alias]
 
 _ALIAS_KEYS = {
-    "type": ("type", v.Kind("one of " + ", ".join(ALIAS_TYPES),
-                            lambda s: ALIAS_TYPES[ALIAS_TYPES.index(s.lower())])),
+    "type": ("type", None),             # _AliasType() below: types may be added in code
     "members": ("members", v.text()),
     "ssl": ("ssl", v.boolean),
     "role": ("role", v.text()),
@@ -232,7 +232,37 @@ _ALIAS_KEYS = {
     "idle_timeout": ("idle_timeout", v.seconds(0.1)),
     "pool_timeout": ("pool_timeout", v.seconds(0.0)),
 }
-_POOL_KEYS = ("max_connections", "idle_timeout", "pool_timeout")
+_POOL_KEYS = ("max_connections", "idle_timeout", "pool_timeout", "password", "database",
+              "ca_file", "decode_responses")
+_ALIAS_KEYS.update({
+    "password": ("password", v.text("a password")),
+    "database": ("database", v.Kind("a database number 0-15 or more", lambda s: str(int(s, 10))
+                                    if int(s, 10) >= 0 else int("x"))),
+    "db": ("database", v.Kind("a database number 0-15 or more", lambda s: str(int(s, 10))
+                              if int(s, 10) >= 0 else int("x"))),
+    "ca_file": ("ca_file", v.text("a CA bundle file (PEM)")),
+    "decode_responses": ("decode_responses", v.boolean),
+})
+
+
+class _AliasType(v.Kind):
+    """The `type` rule: the built-in types and those added with add_database_interface."""
+
+    def __init__(self):
+        pass
+
+    @property
+    def expected(self):
+        return "one of " + ", ".join(alias_types())
+
+    def __call__(self, text):
+        kind = text.strip().lower()
+        if kind in alias_types():
+            return kind
+        raise v.Bad(MONGODB_REFUSED if kind == "mongodb" else self.expected)
+
+
+_ALIAS_KEYS["type"] = ("type", _AliasType())
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "redis": 6379}
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)(?::(\d+))?")
@@ -274,7 +304,9 @@ def _member(ctx, alias_type, ssl, spec):
     if not m:
         raise v.Bad(expected)
     host = m.group(1).strip("[]")
-    default_port = 443 if (ssl and alias_type == "http") else _DEFAULT_PORTS[alias_type]
+    default_port = 443 if (ssl and alias_type == "http") else _DEFAULT_PORTS.get(alias_type)
+    if default_port is None and not m.group(2):
+        raise v.Bad(expected + " (with a port: %s has no default one)" % alias_type)
     port = int(m.group(2)) if m.group(2) else default_port
     if not 1 <= port <= 65535:
         raise v.Bad(expected + " with a port 1-65535")
@@ -326,7 +358,6 @@ def _alias(ctx, sec) -> Optional[Alias]:
         return None
     found = {}
     _read_keys(ctx, sec, _ALIAS_KEYS, found)
-    found.pop("_where", None)
     kind = found.get("type", "http")
     ssl = found.get("ssl", False) or kind == "https"
     raw = found.get("members", "")
@@ -342,9 +373,30 @@ def _alias(ctx, sec) -> Optional[Alias]:
         ctx.problem(sec.name, "members", raw if "members" in found else None,
                     "one or more members separated by commas")
     pool = {k: found[k] for k in _POOL_KEYS if k in found}
+    _redis_keys(ctx, sec.name, kind, ssl, pool, found.get("_where", {}))
     return Alias(name=name, type=kind, members=tuple(members), ssl=ssl,
                  role=found.get("role", ""), allow=found.get("allow", ()),
                  source="%s [%s]" % (ctx.file, sec.name), **pool)
+
+
+_REDIS_ONLY = ("password", "database", "ca_file", "decode_responses")
+
+
+def _redis_keys(ctx, section, kind, ssl, pool, where):
+    """password/database/ca_file/decode_responses: redis and added types only."""
+    for key in _REDIS_ONLY:
+        if key not in pool:
+            continue
+        s, k, value = where.get(key, (section, key, pool[key]))
+        if kind in ("http", "https", "postgresql", "sqlite3"):
+            ctx.problem(s, k, value if key != "password" else "(hidden)",
+                        "no %s key for a %s alias (redis and added database types have it)"
+                        % (k, kind))
+            del pool[key]
+        elif key == "ca_file":
+            if not ssl:
+                ctx.problem(s, k, value, "ssl = yes as well (ca_file verifies the TLS server)")
+            pool[key] = ctx.path(pool[key])
 
 
 # ---------------------------------------------------------------- [gateway]
@@ -649,7 +701,34 @@ _GLOBAL_KEYS = {
     "run_path": ("run_path", v.text()),
     "pidfile": ("pidfile", v.text()),
     "smtpda": ("smtpda", v.boolean),        # start the mail delivery agent too
+    "shared_state": ("shared_state", v.Kind(
+        "redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS) or @ALIAS (a redis alias)",
+        lambda s: s if s.startswith("@") and re.fullmatch(r"@[A-Za-z0-9_.-]+", s)
+        else (s if parse_redis_url(s) else int("x")))),
+    "shared_state_prefix": ("shared_state_prefix", v.Kind(
+        "a prefix of letters, digits, '_', '-', '.', ':' (1-64)",
+        lambda s: s if re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s) else int("x"))),
 }
+
+
+def parse_redis_url(url: str) -> Optional[dict]:
+    """redis://[[user]:password@]host[:port][/db] (rediss: TLS) → the client's keywords;
+    None when it is not such a URL."""
+    from urllib.parse import urlsplit
+    try:
+        u = urlsplit(url)
+        port = u.port or 6379
+    except ValueError:
+        return None
+    if u.scheme not in ("redis", "rediss") or not u.hostname or u.query or u.fragment:
+        return None
+    path = u.path.strip("/")
+    if path and not path.isdigit():
+        return None
+    return {"host": u.hostname, "port": port, "db": int(path or 0),
+            "username": unquote(u.username) if u.username else None,
+            "password": unquote(u.password) if u.password else None,
+            "ssl": u.scheme == "rediss"}
 
 
 def build_global(ctx: FileContext, sections: List[RawSection]) -> GlobalConfig:

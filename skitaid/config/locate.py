@@ -100,6 +100,19 @@ def load_control_config(config_dir: str, warnings: Optional[List[Problem]] = Non
         return Config(globals=globals_, servers=())
 
 
+def _shared_state_problems(globals_, servers) -> List[Problem]:
+    """`shared_state = @name` must name a redis alias of one of the server files."""
+    ref = globals_.shared_state
+    if not ref.startswith("@"):
+        return []
+    found = [a for s in servers for a in s.aliases if a.name == ref[1:]]
+    if found and all(a.type == "redis" for a in found):
+        return []
+    known = sorted("@" + a.name for s in servers for a in s.aliases if a.type == "redis")
+    return [Problem("skitaid.conf", "global", "shared_state", ref,
+                    "a redis alias of a server file (%s)" % (", ".join(known) or "none defined"))]
+
+
 def load_config(config_dir: Optional[str] = None) -> Config:
     """Read skitaid.conf and servers-enabled/*; raise ConfigError with every problem found."""
     config_dir = os.path.abspath(config_dir) if config_dir else find_config_dir()
@@ -145,6 +158,7 @@ def load_config(config_dir: Optional[str] = None) -> Config:
             problems.append(clash)
         servers.append(server)
 
+    problems += _shared_state_problems(globals_, servers)
     if not entries or not names:
         problems.append(Problem("servers-enabled", "", "", None,
                                 "at least one server file (*.conf or *.yaml) in %s" % enabled))

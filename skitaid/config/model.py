@@ -62,6 +62,20 @@ class Limits:
 
 # Alias (backend cluster) types
 ALIAS_TYPES = ("http", "https", "postgresql", "sqlite3", "redis")
+# database types added in code (skitaid.add_database_interface), before the config is built
+_added_types = []
+MONGODB_REFUSED = ("MongoDB is not built in (it cannot be tested here); add it with "
+                   "skitaid.add_database_interface('mongodb', YourInterface)")
+
+
+def add_alias_type(name: str) -> None:
+    if name not in ALIAS_TYPES and name not in _added_types:
+        _added_types.append(name)
+
+
+def alias_types() -> Tuple[str, ...]:
+    """The built-in alias types and those added in code."""
+    return ALIAS_TYPES + tuple(_added_types)
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,11 @@ class Alias:
     max_connections: int = 10   # open connections at most (in use + idle)
     idle_timeout: float = 60.0  # an idle connection is closed after this long
     pool_timeout: float = 5.0   # wait this long for a free connection, then fail clearly
+    # redis (and interface databases): for every member that does not say otherwise
+    password: str = field(default="", repr=False)
+    database: str = ""          # redis: the database number
+    ca_file: str = ""           # TLS (ssl = yes): CA bundle to verify the server with
+    decode_responses: bool = True   # redis: replies as str (False: bytes)
 
 
 @dataclass(frozen=True)
@@ -270,6 +289,10 @@ class GlobalConfig:
     smtpda: bool = False                   # start the mail delivery agent with the server
     mail: SmtpdaConfig = field(default_factory=SmtpdaConfig)   # [smtpda]
     title: str = ""                        # the master's title prefix ("skitaid/NAME" for scripts)
+    # setlu/setgs shared with other hosts through Redis: "redis://HOST:PORT/DB",
+    # or "@alias" (a redis alias of a server file) resolved when the config is built
+    shared_state: str = ""
+    shared_state_prefix: str = "skitaid"   # keeps the sites sharing one Redis apart
 
 
 @dataclass(frozen=True)

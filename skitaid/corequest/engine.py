@@ -38,6 +38,7 @@ class Engine:
         self.process_start_method = "forkserver"
         self.databases = {}          # alias name (or (type, spec)) → db.client.Database
         self._db_lock = threading.Lock()
+        self.cursor_pools = {}       # (alias name, member index) → db.cursor.SyncPool
 
     def add_alias(self, alias):
         self.aliases[alias.name] = alias
@@ -51,14 +52,14 @@ class Engine:
         db = self.databases.get(key)
         if db is not None:
             return db
-        from .db.client import DB_TYPES, Database, ad_hoc_alias
+        from .db.client import DB_TYPES, Database, ad_hoc_alias, db_types, is_database
         if isinstance(key, str):
             alias = self.aliases.get(key)
             if alias is None:
                 raise LookupError("unknown alias @%s" % key)
-            if alias.type not in DB_TYPES:
+            if not is_database(alias.type):
                 raise LookupError("alias @%s is %s, not a database (%s)"
-                                  % (key, alias.type, ", ".join(DB_TYPES)))
+                                  % (key, alias.type, ", ".join(db_types())))
             if not alias.members:
                 raise LookupError("alias @%s has no members" % key)
         else:
@@ -128,6 +129,8 @@ class Engine:
         self.pool.close()
         for db in self.databases.values():
             db.close()
+        for pool in self.cursor_pools.values():
+            pool.close()
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
 

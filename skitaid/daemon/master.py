@@ -23,7 +23,7 @@ from .privileges import PrivilegeError, worker_credentials
 from .watch import Reloader
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
 from .. import bulletin, health, shared, stats
-from . import report
+from . import report, sharedstate
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
 from .cachecmd import cache_status
@@ -124,6 +124,8 @@ class Master:
         self.traffic = report.Traffic(stats.create())
         health.create(self.config.servers)
         bulletin.create()
+        # [global] shared_state: a helper process carries the region to and from Redis
+        sharedstate.start(self.config, self._helper_credentials())
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,
@@ -137,6 +139,14 @@ class Master:
         finally:
             self._cleanup()
         return 0 if not any(p.state == FAILED for p in self.pools.values()) else 1
+
+    def _helper_credentials(self):
+        """The shared-state helper runs as the [global] user, as workers do."""
+        g = self.config.globals
+        try:
+            return worker_credentials("", "", g.user, g.group)
+        except PrivilegeError:
+            return None         # (the servers' own checks have said so already)
 
     def _resolve(self, server):
         g = self.config.globals
@@ -318,6 +328,8 @@ class Master:
             for pool in self._all_pools():
                 if pool.reaped(pid, status):
                     break
+            else:
+                sharedstate.reaped(pid)
 
     def _after_tick(self, now):
         if self._watchdog and now >= self._next_watchdog:
@@ -660,6 +672,7 @@ class Master:
         for sock in self.listeners.values():
             listeners.close_listener(sock)
         self.quic.close()
+        sharedstate.stop()
         if self.pidfile is not None:
             self.pidfile.remove()
         for fd in (self._wake_r, self._wake_w):

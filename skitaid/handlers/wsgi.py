@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Optional, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
-from ..context import adopt_txn_ids, current as _current, push_on
+from ..context import adopt_txn_ids, current as _current, end_request, push_on
 from ..body import EMPTY_BODY, ClientDisconnected
 from ..logs import error_log
 from ..tokens import Invalid
@@ -384,6 +384,7 @@ class WSGIHandler:
             _current.exchange = None
             if result is not None:
                 _close(result)
+            end_request()        # e.g. was.cursor() connections go back to their pool
 
     async def _pump(self, exchange, resp, it, result):
         try:

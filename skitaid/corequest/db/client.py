@@ -20,12 +20,29 @@ DB_TYPES = ("postgresql", "sqlite3")
 TX_TIMEOUT = 60.0
 
 
+def is_database(kind):
+    """A type `was.db` can call: built in, or added with add_database_interface."""
+    from . import interface
+    return kind in DB_TYPES or kind == "redis" or interface.get(kind) is not None
+
+
+def db_types():
+    from . import interface
+    return DB_TYPES + ("redis",) + interface.names()
+
+
 def _backend(kind):
     if kind == "postgresql":
         from . import postgresql
         return postgresql
-    from . import sqlite
-    return sqlite
+    if kind == "sqlite3":
+        from . import sqlite
+        return sqlite
+    from . import interface
+    if kind == "redis":
+        from .redisdb import RedisInterface
+        return interface.Backend(RedisInterface)
+    return interface.Backend(interface.get(kind))
 
 
 class Database:
@@ -35,6 +52,7 @@ class Database:
     def __init__(self, loop, alias):
         self.name = alias.name
         self.kind = alias.type
+        self.alias = alias
         self.backend = _backend(alias.type)
         self.cluster = Cluster(alias.name, alias.type,
                                [(m.host, m.port, m.weight) for m in alias.members])
@@ -120,12 +138,35 @@ class Stub:
     def __exit__(self, *exc):
         return False
 
+    def __getattr__(self, name):
+        """Commands of Redis and added databases: was.db("@r").get("k") → a Task."""
+        if name.startswith("_") or "db" not in self.__dict__:
+            raise AttributeError(name)
+        from . import interface
+        if self.db is not None and not interface.is_interface(self.db):
+            raise AttributeError("@%s is %s: it runs SQL with execute(sql, params)"
+                                 % (self.db.name, self.db.kind))
+        return interface.verb(self, name)
+
+    def pipeline(self, transaction=True, meta=None):
+        """Commands sent together (Redis: MULTI/EXEC when transaction): see interface.Pipeline."""
+        from . import interface
+        if self.db is not None and not interface.is_interface(self.db):
+            raise TypeError("pipeline(): @%s is %s; pipelines are for Redis and added "
+                            "database types" % (self.db.name, self.db.kind))
+        return interface.Pipeline(self, transaction, meta)
+
     def execute(self, sql, params=None, meta=None):
         """A Task (for .map: Tasks, one Result per member). `params` go to the driver,
-        never into the SQL text."""
+        never into the SQL text. (Redis: execute_command; added types: their "execute".)"""
         meta = {} if meta is None else meta
         if self.db is None:
             return failed_task(self.error, meta)
+        from . import interface
+        if interface.is_interface(self.db):
+            args = (sql,) if params is None else (sql, params)
+            name = "execute_command" if self.db.kind == "redis" else "execute"
+            return interface.command_task(self, name, args, {}, meta)
         if params is not None and not isinstance(params, (tuple, list, dict)):
             return failed_task(TypeError("params must be a tuple, list or dict, not %s"
                                          % type(params).__name__), meta)
@@ -160,6 +201,9 @@ class Transaction:
 
     def __init__(self, engine, name, auto_putback=True, rm_cache=None, timeout=None):
         db = engine.database(name)
+        if db.kind not in DB_TYPES:
+            raise TypeError("was.transaction(): @%s is %s; transactions are for PostgreSQL "
+                            "and SQLite (Redis: was.db(...).pipeline())" % (db.name, db.kind))
         self.engine = engine
         self.db = db
         self.auto_putback = auto_putback
