@@ -157,7 +157,7 @@ DB_REDIS = "redis"
 
 
 def alias(name, type="http", members=(), role="", source="", ssl=False, max_connections=None,
-          idle_timeout=None, pool_timeout=None):
+          idle_timeout=None, pool_timeout=None, rate_limit=None):
     """A backend cluster for `was` calls and proxy mounts, as an [@name] section:
 
         skitaid.alias("@api", "http", ["10.0.0.1:5000 2", "10.0.0.2:5000"])
@@ -165,7 +165,8 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
                       max_connections=4)
 
     max_connections, idle_timeout and pool_timeout size the connection pool
-    of each member of a database alias in each worker.
+    of each member of a database alias in each worker; rate_limit ("100/s
+    burst 200") is one bucket for every request to the alias's mounts.
     """
     from .config.build import alias_value_rule, parse_member
     from .config.values import Bad, networks
@@ -208,6 +209,8 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
             pool[key] = kind(str(value))
         except Bad as e:
             raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, e.args[0], value))
+    if rate_limit is not None:
+        pool["rate_limit"] = _rate_limit("skitaid.alias", "rate_limit", rate_limit)
     declared = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
                      allow=allow, source="skitaid.alias", **pool)
     _aliases[name] = declared       # for run()'s config
@@ -246,7 +249,7 @@ def enable_proxy(on=True, allow=None, connect_ports=None):
 
 def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_file=None,
                    jwks_file=None, algorithms=None, issuer=None, audience=None, leeway=None,
-                   header=None, realm=None, roles_claim=None):
+                   header=None, realm=None, roles_claim=None, rate_limit=None):
     """Check bearer tokens (JWT) for the `role=` of alias mounts, and give app
     requests carrying a valid one their identity (REMOTE_USER, skitaid.claims,
     skitaid.roles); the keys of a [gateway] section, by the same rules:
@@ -263,7 +266,7 @@ def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_fil
                        ("public_key_file", public_key_file), ("jwks_file", jwks_file),
                        ("algorithms", algorithms), ("issuer", issuer), ("audience", audience),
                        ("leeway", leeway), ("header", header), ("realm", realm),
-                       ("roles_claim", roles_claim)):
+                       ("roles_claim", roles_claim), ("rate_limit", rate_limit)):
         if value is None:
             continue
         if isinstance(value, bytes):
@@ -279,6 +282,27 @@ def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_fil
     if isinstance(secret_key, bytes):
         gateway = replace(gateway, secret=secret_key)
     _gateway = gateway
+
+
+def _rate_limit(function, argument, spec):
+    """A rate limit argument ("100/s burst 200", or None/"off") → RateLimit or None."""
+    from .config.values import Bad, rate_limit
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise TypeError("%s: %s is a string such as '100/s burst 200', got %r"
+                        % (function, argument, spec))
+    try:
+        return rate_limit(spec)
+    except Bad as e:
+        raise ValueError("%s: %s: found %r, expected %s" % (function, argument, spec, e.args[0]))
+
+
+def set_rate_limit(spec):
+    """Requests per client address, shared by all workers (the [server]
+    rate_limit key): skitaid.set_rate_limit("100/s burst 200"); None or
+    "off" for none. Above it a client gets 429 with Retry-After."""
+    _settings["rate_limit"] = _rate_limit("skitaid.set_rate_limit", "spec", spec)
 
 
 def set_auth_handler(fn):
@@ -468,6 +492,8 @@ def build_config(**options):
         server_kw["pythonpath"] = tuple(os.path.abspath(p) for p in server_kw["pythonpath"])
     if server_kw.get("working_dir"):
         server_kw["working_dir"] = os.path.abspath(server_kw["working_dir"])
+    if isinstance(server_kw.get("rate_limit"), str):
+        server_kw["rate_limit"] = _rate_limit("skitaid.run", "rate_limit", server_kw["rate_limit"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
     base = _state_dir(name, explicit, server_kw.get("port", ServerConfig.port))

@@ -32,6 +32,8 @@ class Mount:
 
 
 class Router:
+    limiter = None      # handlers/limits.Limiter: [server] rate_limit, checked before routing
+
     def __init__(self, groups):
         # groups: list of (names, [Mount]) with mounts sorted longest first
         self.exact = {}
@@ -120,9 +122,20 @@ def preload_handlers(config):
     kinds = {route.kind for group in config.hosts for route in group.routes}
     if STATIC in kinds:
         from .handlers import static  # noqa: F401
+    if config.rate_limit or config.gateway.rate_limit or any(a.rate_limit for a in config.aliases):
+        from .handlers import gateway, limits  # noqa: F401
     if ALIAS in kinds or config.enable_proxy:
         from .handlers import gateway, proxy  # noqa: F401
         from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
+
+
+def load_auth_handler(target):
+    """The auth handler: a function, or "package.module:function" from [gateway]."""
+    fn = load_app(target)
+    if not callable(fn):
+        raise TypeError("[gateway] auth_handler %r: a function (request, claims), got %r"
+                        % (target, fn))
+    return fn
 
 
 def build_router(config, worker):
@@ -133,6 +146,13 @@ def build_router(config, worker):
     if config.gateway.enabled:
         from .tokens import Verifier
         verifier = Verifier(config.gateway)
+    limiter = auth_handler = None
+    if config.rate_limit or config.gateway.rate_limit or any(a.rate_limit for a in aliases.values()):
+        from .handlers.limits import limiter_for
+        limiter = limiter_for(config)
+    by_subject = limiter is not None and limiter.subject is not None
+    if config.auth_handler is not None or config.gateway.auth_handler:
+        auth_handler = load_auth_handler(config.auth_handler or config.gateway.auth_handler)
     apps = {}
     groups = []
     for group in config.hosts:
@@ -150,17 +170,23 @@ def build_router(config, worker):
                     apps[key] = WSGIHandler(load_app(route.target), route.prefix, worker)
                     apps[key].verifier = verifier     # the identity of requests with a token
                 m.app = apps[key]
+                if by_subject:
+                    from .handlers.gateway import Guard
+                    m.app = Guard(m.app, None, verifier, config.gateway.realm, None, worker,
+                                  limiter)
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
                 m.app = ProxyHandler(route.target, route.prefix, worker)
                 alias = aliases.get(route.target[1:].split("/", 1)[0])
-                if alias is not None and (alias.allow or alias.role):
+                if alias is not None and (alias.allow or alias.role or alias.rate_limit
+                                          or by_subject):
                     from .handlers.gateway import Guard
                     m.app = Guard(m.app, alias, verifier, config.gateway.realm,
-                                  config.auth_handler, worker)
+                                  auth_handler, worker, limiter)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)
+    router.limiter = limiter if config.rate_limit else None    # [server]: per client, first
     if config.enable_proxy:
         from .handlers.proxy import ForwardProxyHandler
         router.forward = ForwardProxyHandler(worker)

@@ -59,6 +59,15 @@ class Limits:
     response_timeout: float = 10.0        # a client that stops reading the response is dropped
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """`rate_limit = 100/s burst 200`: a bucket of `burst` requests refilled
+    at `rate` per second, shared by all workers of the server (ratelimit.py)."""
+    rate: float                 # requests per second
+    burst: int                  # requests at once
+    text: str = ""              # as written, for messages and the status page
+
+
 # Alias (backend cluster) types
 ALIAS_TYPES = ("http", "https", "postgresql", "sqlite3", "redis")
 
@@ -89,6 +98,7 @@ class Alias:
     max_connections: int = 10   # open connections at most (in use + idle)
     idle_timeout: float = 60.0  # an idle connection is closed after this long
     pool_timeout: float = 5.0   # wait this long for a free connection, then fail clearly
+    rate_limit: Optional[RateLimit] = None   # one bucket for all requests to its mounts
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ class GatewayConfig:
     header: str = "Authorization"           # where the token is ("Bearer …" there)
     realm: str = "skitaid"                  # WWW-Authenticate: Bearer realm="…"
     roles_claim: str = "roles"              # a list, or a space-separated string
+    rate_limit: Optional[RateLimit] = None  # one bucket per token subject (`sub`)
+    auth_handler: str = ""                  # "package.module:function", loaded by the workers
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,7 @@ class ServerConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
     auth_handler: Any = None
+    rate_limit: Optional[RateLimit] = None  # one bucket per client address (IPv6: per /64)
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""

@@ -20,7 +20,7 @@ from . import listeners, orphans
 from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
-from .. import shared
+from .. import ratelimit, shared
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
 
@@ -111,6 +111,7 @@ class Master:
         self._watchdog = systemd.watchdog_interval()
         self.scoreboard = Scoreboard()
         shared.create(s.name for s in self.config.servers)   # setlu/setgs state, before any fork
+        ratelimit.create()          # rate_limit buckets every worker shares (even after a reload)
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,

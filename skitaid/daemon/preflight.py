@@ -202,7 +202,8 @@ try:
     prepare_imports(args["pythonpath"], args["working_dir"])
 except OSError as e:
     say(workdir="%s: %s" % (type(e).__name__, e.strerror or e))
-for i, target in args["apps"]:
+for item in args["apps"]:
+    i, target = item[0], item[1]
     say(start=i)
     path = target.rpartition(":")[0]
     if path.endswith(".py") and not os.access(path, os.R_OK):
@@ -210,7 +211,9 @@ for i, target in args["apps"]:
         say(done=i, error="PermissionError: cannot read %s" % path)
         continue
     try:
-        load_app(target)
+        loaded = load_app(target)
+        if len(item) > 2 and not callable(loaded):      # a function the workers call
+            raise TypeError("%s is not a function" % type(loaded).__name__)
     except BaseException as e:
         cause = e.__cause__ or e
         lines = traceback.format_exception_only(type(cause), cause)
@@ -236,7 +239,9 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     routes = [r for group in server.hosts for r in group.routes
               if r.kind == APP and isinstance(r.target, str)]
     logs = _request_logs(g, server, file)
-    if not routes and not logs:
+    # [gateway] auth_handler: imported as the workers will, as the apps are
+    handler = server.gateway.auth_handler if server.gateway.enabled else ""
+    if not routes and not logs and not handler:
         return []
     try:
         creds = worker_credentials(server.user, server.group, g.user, g.group)
@@ -246,7 +251,8 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     as_user = (creds.name or "uid %d" % creds.uid) if creds else _whoami()
     payload = {"creds": creds.__dict__ if creds else None, "logs": [p for p, _ in logs],
                "pythonpath": list(server.pythonpath), "working_dir": server.working_dir,
-               "apps": [[i, r.target] for i, r in enumerate(routes)]}
+               "apps": [[i, r.target] for i, r in enumerate(routes)]
+               + ([[len(routes), handler, "function"]] if handler else [])}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     timed_out = False
@@ -313,6 +319,18 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
                 why = "the import ended the process: %s" % last_err
             problems.append(Problem(rfile, section, route.prefix, route.target,
                                     "an app that imports as %s (%s)" % (as_user, why)))
+    if handler:
+        i = len(routes)
+        why = None
+        if i in results:
+            why = results[i]
+        elif i in started:
+            why = ("the import did not finish within %g s" % timeout if timed_out
+                   else "the import ended the process: %s" % last_err)
+        if why is not None:
+            problems.append(Problem(file, "gateway", "auth_handler", handler,
+                                    "a function (request, claims) that imports as %s (%s)"
+                                    % (as_user, why)))
     return problems
 
 
