@@ -202,8 +202,7 @@ try:
     prepare_imports(args["pythonpath"], args["working_dir"])
 except OSError as e:
     say(workdir="%s: %s" % (type(e).__name__, e.strerror or e))
-for item in args["apps"]:
-    i, target = item[0], item[1]
+for i, target in args["apps"]:
     say(start=i)
     path = target.rpartition(":")[0]
     if path.endswith(".py") and not os.access(path, os.R_OK):
@@ -211,9 +210,7 @@ for item in args["apps"]:
         say(done=i, error="PermissionError: cannot read %s" % path)
         continue
     try:
-        loaded = load_app(target)
-        if len(item) > 2 and not callable(loaded):      # a function the workers call
-            raise TypeError("%s is not a function" % type(loaded).__name__)
+        load_app(target)            # (refuses what is not callable)
     except BaseException as e:
         cause = e.__cause__ or e
         lines = traceback.format_exception_only(type(cause), cause)
@@ -252,7 +249,7 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     payload = {"creds": creds.__dict__ if creds else None, "logs": [p for p, _ in logs],
                "pythonpath": list(server.pythonpath), "working_dir": server.working_dir,
                "apps": [[i, r.target] for i, r in enumerate(routes)]
-               + ([[len(routes), handler, "function"]] if handler else [])}
+               + ([[len(routes), handler]] if handler else [])}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     timed_out = False
