@@ -22,7 +22,7 @@ import traceback
 
 from ..config.values import split_words
 from ..logs import error_log
-from ..tokens import Invalid
+from ..tokens import Invalid, copy_claims
 from .errors import error_response
 
 
@@ -90,7 +90,7 @@ class Guard:
         claims = None
         if self.roles:
             try:
-                claims = self.verifier.claims(request)
+                claims, roles = self.verifier.verify(request)   # (shared: read only)
             except Invalid as e:
                 unauthorized(exchange, self.realm, e.description)
                 return
@@ -100,13 +100,13 @@ class Guard:
                 else:
                     self.pool.submit(self._ask, exchange, resolved, claims)
                 return
-            if self.roles.isdisjoint(self.verifier.roles(claims)):
+            if self.roles.isdisjoint(roles):
                 exchange.respond(*error_response(403))
                 return
             request.user = _subject(claims)
         elif self.by_subject:
             try:
-                claims = self.verifier.claims(request)
+                claims = self.verifier.verify(request)[0]
             except Invalid:
                 claims = None       # no valid token: only [server] rate_limit counts it
         self._admit(exchange, resolved, claims)
@@ -127,7 +127,7 @@ class Guard:
         request = exchange.request
         user = None
         try:
-            answer = self.hook(request, claims)
+            answer = self.hook(request, copy_claims(claims))     # the handler's own copy
             roles = None
             if answer is not None:
                 user, roles = answer
