@@ -69,7 +69,10 @@ class Limiter:
         return True
 
     def admit_client(self, exchange):
-        """[server] rate_limit, before routing."""
+        """[server] rate_limit, before routing. An HTTP/2 push is not the
+        client's request: the one it came with was counted."""
+        if getattr(exchange, "pushed", False):
+            return True
         return self.admit(exchange, "client", client_key(exchange.request.client), self.client)
 
     def admit_subject(self, exchange, claims, token):
