@@ -132,7 +132,11 @@ def preload_handlers(config):
 def load_auth_handler(target):
     """The auth handler: a function, or "package.module:function" from [gateway]
     (load_app refuses what is not callable)."""
-    return load_app(target)
+    try:
+        return load_app(target)
+    except Exception as e:
+        # the worker's boot failure then says which key to look at
+        raise RuntimeError("[gateway] auth_handler %r: %s" % (target, e)) from e
 
 
 def build_router(config, worker):
