@@ -187,7 +187,7 @@ DB_MONGODB = "mongodb"      # not built in: add_database_interface("mongodb", â€
 
 def alias(name, type="http", members=(), role="", source="", ssl=False, max_connections=None,
           idle_timeout=None, pool_timeout=None, password=None, database=None, ca_file=None,
-          decode_responses=None):
+          decode_responses=None, rate_limit=None):
     """A backend cluster for `was` calls and proxy mounts, as an [@name] section:
 
         skitaid.alias("@api", "http", ["10.0.0.1:5000 2", "10.0.0.2:5000"])
@@ -198,6 +198,8 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
     of each member of a database alias in each worker. Redis (and added
     database types) take password, database (number), ca_file (with ssl=True)
     and decode_responses for the members that do not say otherwise.
+    rate_limit ("100/s burst 200") is one bucket for every request to the
+    alias's mounts.
     """
     from .config.build import alias_value_rule, parse_member
     from .config.values import Bad, networks
@@ -243,6 +245,8 @@ def alias(name, type="http", members=(), role="", source="", ssl=False, max_conn
         except Bad as e:
             raise ValueError("alias @%s %s: expected %s, got %r" % (name, key, e.args[0], value))
     pool.update(_redis_options(name, type, ssl, password, database, ca_file, decode_responses))
+    if rate_limit is not None:
+        pool["rate_limit"] = _rate_limit("skitaid.alias", "rate_limit", rate_limit)
     declared = Alias(name=name, type=type, members=tuple(parsed), ssl=ssl, role=role,
                      allow=allow, source="skitaid.alias", **pool)
     _aliases[name] = declared       # for run()'s config
@@ -367,7 +371,7 @@ def enable_status(path="/server-status", allow=None, auth=None, metrics_path=Non
 
 def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_file=None,
                    jwks_file=None, algorithms=None, issuer=None, audience=None, leeway=None,
-                   header=None, realm=None, roles_claim=None):
+                   header=None, realm=None, roles_claim=None, rate_limit=None):
     """Check bearer tokens (JWT) for the `role=` of alias mounts, and give app
     requests carrying a valid one their identity (REMOTE_USER, skitaid.claims,
     skitaid.roles); the keys of a [gateway] section, by the same rules:
@@ -384,7 +388,7 @@ def enable_gateway(on=True, secret_key=None, *, secret_file=None, public_key_fil
                        ("public_key_file", public_key_file), ("jwks_file", jwks_file),
                        ("algorithms", algorithms), ("issuer", issuer), ("audience", audience),
                        ("leeway", leeway), ("header", header), ("realm", realm),
-                       ("roles_claim", roles_claim)):
+                       ("roles_claim", roles_claim), ("rate_limit", rate_limit)):
         if value is None:
             continue
         if isinstance(value, bytes):
@@ -431,6 +435,25 @@ def enable_cachefs(memmax=0, diskmax=0, path=None, **options):
         raise ValueError("skitaid.enable_cachefs(): " + "; ".join(
             "%s: %s" % (p.key, str(p).split(": ", 1)[1]) for p in ctx.problems))
     _cachefs = cache
+def _rate_limit(function, argument, spec):
+    """A rate limit argument ("100/s burst 200", or None/"off") â†’ RateLimit or None."""
+    from .config.values import Bad, rate_limit
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise TypeError("%s: %s is a string such as '100/s burst 200', got %r"
+                        % (function, argument, spec))
+    try:
+        return rate_limit(spec)
+    except Bad as e:
+        raise ValueError("%s: %s: found %r, expected %s" % (function, argument, spec, e.args[0]))
+
+
+def set_rate_limit(spec):
+    """Requests per client address, shared by all workers (the [server]
+    rate_limit key): skitaid.set_rate_limit("100/s burst 200"); None or
+    "off" for none. Above it a client gets 429 with Retry-After."""
+    _settings["rate_limit"] = _rate_limit("skitaid.set_rate_limit", "spec", spec)
 
 
 def set_auth_handler(fn):
@@ -688,6 +711,8 @@ def build_config(**options):
     # the page's process titles: skitaid/NAME: master, skitaid/NAME: worker #0
     server_kw.setdefault("title", "skitaid/%s" % name)
     global_kw.setdefault("title", server_kw["title"])
+    if isinstance(server_kw.get("rate_limit"), str):
+        server_kw["rate_limit"] = _rate_limit("skitaid.run", "rate_limit", server_kw["rate_limit"])
     if "critical_point" in server_kw:
         server_kw["critical_point"] = tuple(server_kw["critical_point"])
     for key, value in _settings_global.items():     # set_shared_state()

@@ -18,6 +18,7 @@ class Request:
         "method", "target", "path", "query", "version", "headers",
         "host", "scheme", "client", "server", "body", "expect_continue",
         "content_length", "chunked", "trailers", "started", "gtxid", "ltxid", "calls",
+        "user",
     )
 
     def __init__(self, method, target, path, query, version, headers, scheme,
@@ -43,6 +44,7 @@ class Request:
         self.gtxid = None
         self.ltxid = None
         self.calls = 0                # corequests made for this request (transaction-ID depth)
+        self.user = None              # who the gateway let in (token sub, auth handler), for the log
 
     def header(self, name, default=None):
         """First value of a header (name lower-case)."""

@@ -186,6 +186,8 @@ class RequestLog:
                     user = _quoted(_basic_user(cred))
             elif name == "x-forwarded-for":
                 xff = value if xff is None else xff + "," + value
+        if request.user:
+            user = _quoted(request.user)      # the gateway's: the token's sub, the auth handler's
         if xff:
             # "a, b" would be two fields of a blank-separated line
             xff = xff.replace(" ", "") or "-"

@@ -36,6 +36,8 @@ class Mount:
 
 
 class Router:
+    limiter = None      # handlers/limits.Limiter: [server] rate_limit, checked before routing
+
     def __init__(self, groups):
         # groups: list of (names, [Mount]) with mounts sorted longest first
         self.with_port = {}     # "example.com:8080": only when the Host header has that port
@@ -120,9 +122,21 @@ def preload_handlers(config):
     if config.status_path or config.metrics_path:
         from .handlers import metrics, status  # noqa: F401
         import jinja2  # noqa: F401
+    if config.rate_limit or config.gateway.rate_limit or any(a.rate_limit for a in config.aliases):
+        from .handlers import gateway, limits  # noqa: F401
     if ALIAS in kinds or config.enable_proxy:
         from .handlers import gateway, proxy  # noqa: F401
         from .protocols import tunnel  # noqa: F401  (the proxy's upgrades and CONNECT)
+
+
+def load_auth_handler(target):
+    """The auth handler: a function, or "package.module:function" from [gateway]
+    (load_app refuses what is not callable)."""
+    try:
+        return load_app(target)
+    except Exception as e:
+        # the worker's boot failure then says which key to look at
+        raise RuntimeError("[gateway] auth_handler %r: %s" % (target, e)) from e
 
 
 def build_router(config, worker):
@@ -136,6 +150,13 @@ def build_router(config, worker):
     if config.gateway.enabled:
         from .tokens import Verifier
         verifier = Verifier(config.gateway)
+    limiter = auth_handler = None
+    if config.rate_limit or config.gateway.rate_limit or any(a.rate_limit for a in aliases.values()):
+        from .handlers.limits import limiter_for
+        limiter = limiter_for(config)
+    by_subject = limiter is not None and limiter.subject is not None
+    if config.auth_handler is not None or config.gateway.auth_handler:
+        auth_handler = load_auth_handler(config.auth_handler or config.gateway.auth_handler)
     apps = {}
     groups = []
     for group in config.hosts:
@@ -159,18 +180,24 @@ def build_router(config, worker):
                     apps[key].debug = devel.apply_debug(route, config, app)
                     wants_reload = wants_reload or devel.app_reloads(app)
                 m.app = apps[key]
+                if by_subject:
+                    from .handlers.gateway import Guard
+                    m.app = Guard(m.app, None, verifier, config.gateway.realm, None, worker,
+                                  limiter)
             elif route.kind == ALIAS:
                 from .handlers.proxy import ProxyHandler
                 m.app = ProxyHandler(route.target, route.prefix, worker)
                 alias = aliases.get(route.target[1:].split("/", 1)[0])
-                if alias is not None and (alias.allow or alias.role):
+                if alias is not None and (alias.allow or alias.role or alias.rate_limit
+                                          or by_subject):
                     from .handlers.gateway import Guard
                     m.app = Guard(m.app, alias, verifier, config.gateway.realm,
-                                  config.auth_handler, worker)
+                                  auth_handler, worker, limiter)
         mounts = sorted(by_prefix.values(), key=lambda m: -len(m.prefix))
         groups.append((group.names, mounts))
     router = Router(groups)
     router.wants_reload = wants_reload and not watched
+    router.limiter = limiter if config.rate_limit else None    # [server]: per client, first
     if config.enable_proxy:
         from .handlers.proxy import ForwardProxyHandler
         router.forward = ForwardProxyHandler(worker)

@@ -8,6 +8,8 @@
     serve_skitaid.py --port 18443 --threads 4 --app hello:app --certfile c.pem --keyfile k.pem --quic 18443
     serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081
     serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081 --cachefs /tmp/cache
+    serve_skitaid.py --port 18080 --threads 1 --proxy 127.0.0.1:8081 \
+        --gateway-secret SECRET --role bench      # a role= mount checking HS256 tokens
 
 The request log is off so the comparison is fair with gunicorn and nginx,
 whose access logs are off in the benchmark too.
@@ -59,7 +61,11 @@ def main(argv=None):
     what.add_argument("--static", metavar="DIR", help="directory to serve")
     what.add_argument("--proxy", metavar="HOST:PORT", help="reverse proxy to this backend")
     p.add_argument("--cachefs", metavar="DIR", help="the HTTP cache in DIR (16M memory, 64M disk)")
+    p.add_argument("--gateway-secret", help="with --proxy: check HS256 bearer tokens")
+    p.add_argument("--role", help="with --gateway-secret: the role the token must carry")
     args = p.parse_args(argv)
+    if args.gateway_secret and not (args.proxy and args.role):
+        p.error("--gateway-secret goes with --proxy and --role")
 
     # The skitaid checkout this script lives in wins over any installed copy.
     if ROOT not in sys.path:
@@ -67,7 +73,9 @@ def main(argv=None):
     import skitaid
 
     if args.proxy:
-        skitaid.alias("@backend", "http", [args.proxy])
+        if args.gateway_secret:
+            skitaid.enable_gateway(True, args.gateway_secret)
+        skitaid.alias("@backend", "http", [args.proxy], role=args.role or "")
         target = "@backend"
     elif args.app:
         target = load_app(args.app)

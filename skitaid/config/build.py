@@ -146,6 +146,7 @@ _SERVER_KEYS = {
     "status_allow": ("status_allow", v.networks),
     "status_auth": ("status_auth", observe.auth),
     "request_log_format": ("request_log_format", observe.log_format),
+    "rate_limit": ("rate_limit", v.rate_limit),     # per client address (ratelimit.py)
 }
 
 
@@ -179,6 +180,10 @@ def _server_keys(ctx, sections):
     _import_dirs(ctx, kw, where)
     if kw.get("address", "").startswith("unix:"):
         _unix_address(ctx, where["address"], kw["address"][5:])
+        if kw.get("rate_limit"):
+            sec, key, value = where["rate_limit"]
+            ctx.problem(sec, key, value, "a TCP address in [server] (on a UNIX socket every "
+                        "client has the same address, the front proxy's)")
     if kw.get("forward") and kw["forward"][0] == kw.get("port", ServerConfig.port):
         sec, key, value = where["forward"]
         ctx.problem(sec, key, value, "a forward port other than the server's port")
@@ -231,6 +236,7 @@ _ALIAS_KEYS = {
     "max_connections": ("max_connections", v.integer(1, 1000)),
     "idle_timeout": ("idle_timeout", v.seconds(0.1)),
     "pool_timeout": ("pool_timeout", v.seconds(0.0)),
+    "rate_limit": ("rate_limit", v.rate_limit),     # one bucket for the alias's mounts
 }
 _POOL_KEYS = ("max_connections", "idle_timeout", "pool_timeout", "password", "database",
               "ca_file", "decode_responses")
@@ -376,6 +382,7 @@ def _alias(ctx, sec) -> Optional[Alias]:
     _redis_keys(ctx, sec.name, kind, ssl, pool, found.get("_where", {}))
     return Alias(name=name, type=kind, members=tuple(members), ssl=ssl,
                  role=found.get("role", ""), allow=found.get("allow", ()),
+                 rate_limit=found.get("rate_limit"),
                  source="%s [%s]" % (ctx.file, sec.name), **pool)
 
 
@@ -418,7 +425,14 @@ _GATEWAY_KEYS = {
     "realm": ("realm", v.Kind("a realm without quotes, backslashes or control characters",
                               lambda s: s if _REALM.fullmatch(s) else int("x"))),
     "roles_claim": ("roles_claim", v.Kind("a claim name", lambda s: s if s else int("x"))),
+    "rate_limit": ("rate_limit", v.rate_limit),     # one bucket per token subject
+    "auth_handler": ("auth_handler", v.Kind(
+        "a function as package.module:function or file.py:function",
+        lambda s: s if _HANDLER.fullmatch(s) else int("x"))),
 }
+_HANDLER = re.compile(r"(?:[^\s:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*")
+# keys that only mean something with the gateway on
+_NEEDS_GATEWAY = ("rate_limit", "auth_handler")
 _KEY_SOURCES = ("secret", "secret_file", "public_key_file", "jwks_file")
 
 
@@ -442,6 +456,12 @@ def build_gateway(ctx, sec) -> GatewayConfig:
                     "(%s is given too)" % given[0])
         return GatewayConfig()
     enabled = found.get("enabled", False)
+    if not enabled:
+        for k in _NEEDS_GATEWAY:
+            if found.get(k):
+                w = where[k]
+                ctx.problem(w[0], w[1], w[2], "enabled = yes in [%s] (without the gateway "
+                            "it would never be applied)" % name)
     if not given:
         if enabled:
             s, key, value = where["enabled"]
@@ -485,9 +505,18 @@ def build_gateway(ctx, sec) -> GatewayConfig:
                         "a secret of %d bytes or more for %s (it has %d)"
                         % (need, ", ".join(algorithms), len(kw["secret"])))
             return GatewayConfig()
-    for k in ("issuer", "audience", "leeway", "header", "realm", "roles_claim"):
+    for k in ("issuer", "audience", "leeway", "header", "realm", "roles_claim", "rate_limit"):
         if k in found:
             kw[k] = found[k]
+    if found.get("auth_handler"):
+        where_, attr = found["auth_handler"].rsplit(":", 1)
+        if where_.endswith(".py"):          # relative to the config dir, as app files are
+            path = ctx.path(where_)
+            if not os.path.isfile(path):
+                w = where["auth_handler"]
+                ctx.problem(w[0], w[1], w[2], "an existing Python file (%s)" % path)
+            where_ = path
+        kw["auth_handler"] = "%s:%s" % (where_, attr)
     gateway = GatewayConfig(enabled=enabled, algorithms=tuple(algorithms), **kw)
     try:
         tokens.Verifier(gateway)        # the keys load (PEM, JWKS) as the workers will load them

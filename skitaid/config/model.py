@@ -60,6 +60,15 @@ class Limits:
     response_timeout: float = 10.0        # a client that stops reading the response is dropped
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """`rate_limit = 100/s burst 200`: a bucket of `burst` requests refilled
+    at `rate` per second, shared by all workers of the server (ratelimit.py)."""
+    rate: float                 # requests per second
+    burst: int                  # requests at once
+    text: str = ""              # as written, for messages and the status page
+
+
 # Alias (backend cluster) types
 ALIAS_TYPES = ("http", "https", "postgresql", "sqlite3", "redis")
 # database types added in code (skitaid.add_database_interface), before the config is built
@@ -109,6 +118,7 @@ class Alias:
     database: str = ""          # redis: the database number
     ca_file: str = ""           # TLS (ssl = yes): CA bundle to verify the server with
     decode_responses: bool = True   # redis: replies as str (False: bytes)
+    rate_limit: Optional[RateLimit] = None   # one bucket for all requests to its mounts
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,8 @@ class GatewayConfig:
     header: str = "Authorization"           # where the token is ("Bearer …" there)
     realm: str = "skitaid"                  # WWW-Authenticate: Bearer realm="…"
     roles_claim: str = "roles"              # a list, or a space-separated string
+    rate_limit: Optional[RateLimit] = None  # one bucket per token subject (`sub`)
+    auth_handler: str = ""                  # "package.module:function", loaded by the workers
 
 
 @dataclass(frozen=True)
@@ -212,6 +224,7 @@ class ServerConfig:
     # skitaid.set_auth_handler(fn): fn(request, claims) → (user, roles) or None
     auth_handler: Any = None
     cachefs: CacheConfig = field(default_factory=CacheConfig)
+    rate_limit: Optional[RateLimit] = None  # one bucket per client address (IPv6: per /64)
     # --- used by the daemon (master) ---
     user: str = ""                         # drop to this user/group in workers; "" → global
     group: str = ""

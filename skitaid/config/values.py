@@ -10,6 +10,8 @@ import os
 import re
 from typing import Any, Callable, Optional
 
+from .model import RateLimit
+
 
 class Bad(ValueError):
     """A value does not fit its kind; args[0] is what was expected."""
@@ -212,3 +214,31 @@ def _forward(s):
 
 forward = Kind("HTTP_PORT -> HTTPS_PORT, or HTTP_PORT -> DOMAIN[:HTTPS_PORT] (e.g. 80 -> 443)",
                _forward)
+
+
+# rate_limit = 100/s burst 200: COUNT per second/minute/hour, a bucket of BURST
+_RATE = re.compile(r"(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)"
+                   r"(?:\s+burst\s+(\d+))?", re.I)
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+        "h": 3600.0, "hour": 3600.0}
+MAX_RATE = 1000000          # requests per second; above it a limit means nothing
+
+
+def _rate_limit(s):
+    """'100/s burst 200' → RateLimit(100.0, 200, text); 'off' → None. Without
+    a burst, the bucket holds one second's worth (at least 1)."""
+    if s.lower() in _FALSE:
+        return None
+    m = _RATE.fullmatch(s)
+    if not m:
+        raise ValueError(s)
+    count, per = int(m.group(1)), _PER[m.group(2).lower()]
+    rate = count / per
+    burst = int(m.group(3)) if m.group(3) is not None else max(1, int(rate))
+    if count < 1 or rate > MAX_RATE or not 1 <= burst <= MAX_RATE:
+        raise ValueError(s)
+    return RateLimit(rate=rate, burst=burst, text=" ".join(s.split()))
+
+
+rate_limit = Kind("a rate as COUNT/s, COUNT/m or COUNT/h with an optional burst 1-%d "
+                  "(e.g. 100/s burst 200), or off" % MAX_RATE, _rate_limit)

@@ -22,7 +22,7 @@ from .pidfile import PidFile
 from .privileges import PrivilegeError, worker_credentials
 from .watch import Reloader
 from .pool import FAILED, RUNNING, STARTING, STOPPED, ServerPool
-from .. import bulletin, health, shared, stats
+from .. import bulletin, health, ratelimit, shared, stats
 from . import report, sharedstate
 from ..tlsctx import ContextCache
 from ..scoreboard import STATE_NAMES, Scoreboard
@@ -126,6 +126,7 @@ class Master:
         bulletin.create()
         # [global] shared_state: a helper process carries the region to and from Redis
         sharedstate.start(self.config, self._helper_credentials())
+        ratelimit.create()          # rate_limit buckets every worker shares (even after a reload)
         for server in self.config.servers:
             error_log.info("server %r on %s: %d worker(s), %d thread(s) each",
                            server.name, describe_address(server), server.processes,

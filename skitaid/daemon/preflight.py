@@ -210,7 +210,7 @@ for i, target in args["apps"]:
         say(done=i, error="PermissionError: cannot read %s" % path)
         continue
     try:
-        load_app(target)
+        load_app(target)            # (refuses what is not callable)
     except BaseException as e:
         cause = e.__cause__ or e
         lines = traceback.format_exception_only(type(cause), cause)
@@ -236,7 +236,9 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     routes = [r for group in server.hosts for r in group.routes
               if r.kind == APP and isinstance(r.target, str)]
     logs = _request_logs(g, server, file)
-    if not routes and not logs:
+    # [gateway] auth_handler: imported as the workers will, as the apps are
+    handler = server.gateway.auth_handler if server.gateway.enabled else ""
+    if not routes and not logs and not handler:
         return []
     try:
         creds = worker_credentials(server.user, server.group, g.user, g.group)
@@ -246,7 +248,8 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
     as_user = (creds.name or "uid %d" % creds.uid) if creds else _whoami()
     payload = {"creds": creds.__dict__ if creds else None, "logs": [p for p, _ in logs],
                "pythonpath": list(server.pythonpath), "working_dir": server.working_dir,
-               "apps": [[i, r.target] for i, r in enumerate(routes)]}
+               "apps": [[i, r.target] for i, r in enumerate(routes)]
+               + ([[len(routes), handler]] if handler else [])}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     timed_out = False
@@ -313,6 +316,18 @@ def _apps(g: GlobalConfig, server: ServerConfig, timeout: float) -> List[Problem
                 why = "the import ended the process: %s" % last_err
             problems.append(Problem(rfile, section, route.prefix, route.target,
                                     "an app that imports as %s (%s)" % (as_user, why)))
+    if handler:
+        i = len(routes)
+        why = None
+        if i in results:
+            why = results[i]
+        elif i in started:
+            why = ("the import did not finish within %g s" % timeout if timed_out
+                   else "the import ended the process: %s" % last_err)
+        if why is not None:
+            problems.append(Problem(file, "gateway", "auth_handler", handler,
+                                    "a function (request, claims) that imports as %s (%s)"
+                                    % (as_user, why)))
     return problems
 
 

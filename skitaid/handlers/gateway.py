@@ -22,7 +22,7 @@ import traceback
 
 from ..config.values import split_words
 from ..logs import error_log
-from ..tokens import Invalid
+from ..tokens import Invalid, copy_claims
 from .errors import error_response
 
 
@@ -59,30 +59,38 @@ def unauthorized(exchange, realm, description):
 
 
 class Guard:
-    """Wraps the handler of an alias mount with that alias's rules."""
+    """Wraps the handler of a mount with its alias's rules (source, role,
+    rate_limit) and the gateway's per-subject rate limit; `alias` None: an
+    app mount, where only the subject's limit applies."""
 
-    def __init__(self, inner, alias, verifier=None, realm="skitaid", hook=None, worker=None):
+    def __init__(self, inner, alias=None, verifier=None, realm="skitaid", hook=None, worker=None,
+                 limiter=None):
         self.inner = inner
         self.hook = hook
         self.pool = worker.pool if worker is not None else None
         self.loop = worker.loop if worker is not None else None
-        self.alias = alias.name
-        self.networks = parse_networks(alias.allow)
-        self.roles = frozenset(split_words(alias.role))
+        self.alias = alias.name if alias is not None else None
+        self.networks = parse_networks(alias.allow) if alias is not None else ()
+        self.roles = frozenset(split_words(alias.role)) if alias is not None else frozenset()
         if self.roles and verifier is None:
             # the config refuses this; never let it through as an open mount
             raise RuntimeError("@%s has role= but the gateway is not enabled" % alias.name)
         self.verifier = verifier
         self.realm = realm
+        self.limiter = limiter
+        self.alias_limit = alias.rate_limit if alias is not None and limiter else None
+        # [gateway] rate_limit: every request whose token verifies counts on its subject
+        self.by_subject = bool(limiter is not None and limiter.subject and verifier is not None)
 
     def handle(self, exchange, resolved=None):
         request = exchange.request
         if self.networks and not client_in(request.client, self.networks):
             exchange.respond(*error_response(403))
             return
+        claims = None
         if self.roles:
             try:
-                claims = self.verifier.claims(request)
+                claims, roles = self.verifier.verify(request)   # (shared: read only)
             except Invalid as e:
                 unauthorized(exchange, self.realm, e.description)
                 return
@@ -92,16 +100,34 @@ class Guard:
                 else:
                     self.pool.submit(self._ask, exchange, resolved, claims)
                 return
-            if self.roles.isdisjoint(self.verifier.roles(claims)):
+            if self.roles.isdisjoint(roles):
                 exchange.respond(*error_response(403))
+                return
+            request.user = _subject(claims)
+        elif self.by_subject:
+            try:
+                claims = self.verifier.verify(request)[0]
+            except Invalid:
+                claims = None       # no valid token: only [server] rate_limit counts it
+        self._admit(exchange, resolved, claims)
+
+    def _admit(self, exchange, resolved, claims):
+        """Past the access rules: the rate limits, then the mount itself."""
+        limiter = self.limiter
+        if claims is not None and self.by_subject:
+            if not limiter.admit_subject(exchange, claims, self.verifier.token(exchange.request)):
+                return
+        if self.alias_limit is not None:
+            if not limiter.admit_alias(exchange, self.alias, self.alias_limit):
                 return
         self.inner.handle(exchange, resolved)
 
     def _ask(self, exchange, resolved, claims, inline=False):
         """The auth handler's answer (on an app thread), taken back to the loop."""
         request = exchange.request
+        user = None
         try:
-            answer = self.hook(request, claims)
+            answer = self.hook(request, copy_claims(claims))     # the handler's own copy
             roles = None
             if answer is not None:
                 user, roles = answer
@@ -112,15 +138,23 @@ class Guard:
             decision = 500
         else:
             decision = 200 if roles is not None and not self.roles.isdisjoint(roles) else 403
+        if decision == 200:
+            # the request log's user: the handler's, else the token's subject
+            request.user = str(user) if user not in (None, "") else _subject(claims)
         if inline:
-            self._decided(exchange, resolved, decision)
+            self._decided(exchange, resolved, decision, claims)
         else:
-            self.loop.call_soon_threadsafe(self._decided, exchange, resolved, decision)
+            self.loop.call_soon_threadsafe(self._decided, exchange, resolved, decision, claims)
 
-    def _decided(self, exchange, resolved, decision):
+    def _decided(self, exchange, resolved, decision, claims):
         if exchange.closed:
             return
         if decision != 200:
             exchange.respond(*error_response(decision))
             return
-        self.inner.handle(exchange, resolved)
+        self._admit(exchange, resolved, claims)
+
+
+def _subject(claims):
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) and sub else None

@@ -501,6 +501,7 @@ def _identity(verifier, req, env):
     sub = claims.get("sub")
     if isinstance(sub, str) and sub:
         env["REMOTE_USER"] = sub
+        req.user = sub                  # the request log's user field
     env["skitaid.claims"] = claims
     env["skitaid.roles"] = verifier.roles(claims)
 

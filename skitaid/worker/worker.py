@@ -395,7 +395,10 @@ class Worker:
 
     def dispatch(self, exchange):
         try:
-            handler, resolved = self.router.resolve(exchange.request)
+            router = self.router
+            if router.limiter is not None and not router.limiter.admit_client(exchange):
+                return                      # 429: [server] rate_limit
+            handler, resolved = router.resolve(exchange.request)
             if handler is None:
                 exchange.respond(*error_response(404))
             else:
