@@ -277,6 +277,8 @@ def test_install_writes_a_unit_whose_execstart_runs(site, tmp_path):
     r = script(site, "update", "--unit-path=" + dest, env={"SUDO_USER": "nobody"})
     assert r.returncode == 0 and _unit(dest)["User"] == "nobody", r.stderr
     assert shlex.split(_unit(dest)["ExecStart"])[2:] == []
+    r = script(site, "install", "--user", "root", "--unit-path", dest)    # the page's spelling
+    assert r.returncode == 0 and _unit(dest)["User"] == "root", r.stderr
     r = script(site, "install", "--unit-path=" + dest, "--user=no-such-user-here")
     assert r.returncode == 1 and "no user 'no-such-user-here'" in r.stderr
     r = script(site, "remove", "--unit-path=" + dest)
@@ -307,6 +309,17 @@ def test_started_with_sudo_workers_run_as_the_sudo_user(site):
         assert psutil.Process(s.proc.pid).uids().effective == 0      # the master keeps root
     assert got["uid"] == nobody.pw_uid and got["user"] == "nobody"
     assert got["text"] == "next to the script"
+    # the same as a daemon
+    env = {"PORT": str(free_port()), "SUDO_USER": "nobody"}
+    try:
+        r = script(site, "start", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = get(int(env["PORT"]), "/file")
+        assert got["user"] == "nobody" and got["cwd"] == site
+        master = wait_for(lambda: _master(int(env["PORT"])), 10)
+        assert psutil.Process(master).uids().effective == 0
+    finally:
+        script(site, "stop", env=env)
 
 
 # -- setup functions -------------------------------------------------------------------------
