@@ -82,7 +82,7 @@ class _Response:
     """start_response / write() state for one call of the app."""
 
     __slots__ = ("exchange", "loop", "status", "headers", "started", "queued",
-                 "cond", "draining")
+                 "cond", "draining", "range")
 
     def __init__(self, exchange, loop):
         self.exchange = exchange
@@ -93,6 +93,7 @@ class _Response:
         self.queued = 0
         self.cond = None
         self.draining = False
+        self.range = False        # the request asked for a Range (see _respond_list)
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -332,6 +333,8 @@ class WSGIHandler:
         view accepted an Upgrade (it answered 101 and left a session; the
         switch happens on the loop)."""
         env = self.environ(exchange)
+        if "HTTP_RANGE" in env:
+            resp.range = True
         if "HTTP_UPGRADE" not in env:
             return self.app(env, resp.start_response)
         result = call_app(self.app, env, resp.start_response,
@@ -384,7 +387,8 @@ class WSGIHandler:
             _current.exchange = None
             if result is not None:
                 _close(result)
-            end_request()        # e.g. was.cursor() connections go back to their pool
+            if getattr(_current, "ends", None):
+                end_request()    # e.g. was.cursor() connections go back to their pool
 
     async def _pump(self, exchange, resp, it, result):
         try:
@@ -423,7 +427,10 @@ class WSGIHandler:
             raise TypeError("response body items must be bytes, got %s" % type(body).__name__)
         resp.started = True
         # a complete body: a single Range the app did not answer becomes a 206
-        status, headers, body = ranged(exchange.request, resp.status, resp.headers, body)
+        if resp.range:
+            status, headers, body = ranged(exchange.request, resp.status, resp.headers, body)
+        else:
+            status, headers = resp.status, resp.headers
         if inline:
             exchange.respond(status, headers, body)
         else:
